@@ -1,0 +1,1 @@
+"""The audit trail: event catalogue, hash-chained journal, store, forwarders, verification."""

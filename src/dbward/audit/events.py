@@ -1,0 +1,128 @@
+"""The audit event catalogue. One class per event type; the docstring is its documentation.
+
+Codes are stable forever (an auditor's saved search depends on them): a new event gets a new
+code, an obsolete one is never reused. ``docs/audit-events.md`` is generated from this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(kw_only=True)
+class AuditEvent:
+    """Base of every audit event: who, from where, on which connection, when."""
+
+    type: ClassVar[str] = "event"
+    code: ClassVar[str] = "X000"
+
+    time: datetime = field(default_factory=_now)
+    user: str | None = None
+    connection: str | None = None
+    database: str | None = None
+    session_id: str | None = None
+    client_addr: str | None = None
+    client_addr_source: str | None = None
+    client_program: str | None = None
+    node: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["time"] = self.time.isoformat()
+        return {"type": self.type, "code": self.code, **d}
+
+
+@dataclass(kw_only=True)
+class SessionStarted(AuditEvent):
+    """A client authenticated, the policy allowed the connection and the upstream is ready."""
+
+    type: ClassVar[str] = "session.start"
+    code: ClassVar[str] = "S001I"
+    protocol: str = ""
+    tls: bool = False
+    auth_method: str = ""
+
+
+@dataclass(kw_only=True)
+class SessionRejected(AuditEvent):
+    """A session did not start: bad credentials, connection denied, or the target unreachable."""
+
+    type: ClassVar[str] = "session.rejected"
+    code: ClassVar[str] = "S001W"
+    protocol: str = ""
+    reason: str = ""
+    error_code: str = ""
+
+
+@dataclass(kw_only=True)
+class SessionEnded(AuditEvent):
+    """A session ended: client quit, disconnect, idle timeout, kill, or protocol error."""
+
+    type: ClassVar[str] = "session.end"
+    code: ClassVar[str] = "S002I"
+    reason: str = "client quit"
+    statements: int = 0
+    duration_ms: float = 0.0
+
+
+@dataclass(kw_only=True)
+class StatementDecided(AuditEvent):
+    """The gate's decision on one statement, written before anything reaches the target."""
+
+    type: ClassVar[str] = "statement.decision"
+    code: ClassVar[str] = "Q001I"
+    statement_id: str = ""
+    sql: str = ""
+    origin: str = ""
+    params: list[Any] | None = None
+    effect: str = ""
+    reasons: list[str] = field(default_factory=list)
+    rule_ids: list[str] = field(default_factory=list)
+    kind: str | None = None
+    fingerprint: str | None = None
+
+
+@dataclass(kw_only=True)
+class StatementCompleted(AuditEvent):
+    """An allowed statement finished: rows returned or affected, bytes, duration, error."""
+
+    type: ClassVar[str] = "statement.complete"
+    code: ClassVar[str] = "Q002I"
+    statement_id: str = ""
+    rows: int | None = None
+    affected: int | None = None
+    bytes_sent: int = 0
+    duration_ms: float = 0.0
+    error: str | None = None
+    error_code: str | None = None
+    truncated: bool = False
+
+
+@dataclass(kw_only=True)
+class AdminChange(AuditEvent):
+    """An administrative change with before and after values (secrets redacted)."""
+
+    type: ClassVar[str] = "admin.change"
+    code: ClassVar[str] = "A001I"
+    object_type: str = ""
+    object_name: str = ""
+    action: str = ""  # create | update | delete
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    source: str = "cli"  # cli | api | console | apply
+
+
+CATALOGUE: tuple[type[AuditEvent], ...] = (
+    SessionStarted,
+    SessionRejected,
+    SessionEnded,
+    StatementDecided,
+    StatementCompleted,
+    AdminChange,
+)

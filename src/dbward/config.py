@@ -1,0 +1,129 @@
+"""Settings: one validated object, read from a YAML file and DBWARD_* environment variables.
+
+Validated once at start (unknown keys and bad values are errors that name the key), never
+re-read later. Everything else receives the values it needs explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dbward.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path(os.environ.get("DBWARD_DATA_DIR", ".dbward"))
+CONFIG_FILE_NAME = "dbward.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProxySettings(_Strict):
+    listen_host: str = "127.0.0.1"
+    # Shared ports that route by database name "connection/db" (0 disables).
+    mysql_port: int = Field(default=13306, ge=0, le=65535)
+    postgres_port: int = Field(default=15432, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    # Peers allowed to send a PROXY protocol header (CIDR ranges).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    idle_timeout_seconds: float = Field(default=8 * 3600, gt=0)
+    connect_timeout_seconds: float = Field(default=10, gt=0)
+    allow_load_data_local: bool = False
+    # COPY ... TO/FROM PROGRAM and server-side files.
+    allow_copy_program: bool = False
+
+
+class ApiSettings(_Strict):
+    listen_host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str | None = None
+
+
+class AuditSettings(_Strict):
+    journal_fsync: bool = True
+    # Fail closed: when the journal cannot be written, statements are refused.
+    fail_closed: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything dbward reads at start. File: ``<data_dir>/dbward.yaml``; env: ``DBWARD_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="DBWARD_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    # SQLAlchemy URL of the metadata store; default: SQLite file in the data directory.
+    store_url: str | None = None
+    # Fernet key (urlsafe base64, 32 bytes) for secrets at rest; default: <data_dir>/secret.key
+    encryption_key: str | None = None
+    encryption_key_file: Path | None = None
+    log_level: str = "INFO"
+    proxy: ProxySettings = Field(default_factory=ProxySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be one of DEBUG, INFO, WARNING, ERROR")
+        return v
+
+    @property
+    def resolved_store_url(self) -> str:
+        if self.store_url:
+            return self.store_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'dbward.db').resolve()}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.encryption_key_file or self.data_dir / "secret.key"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.data_dir / "audit" / "journal.jsonl"
+
+
+def _format_validation_error(exc: PydanticValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown setting"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    config_file: Path | None = None, data_dir: Path | None = None, **overrides: Any
+) -> Settings:
+    """Read the settings file (if any) and the environment, and validate them together."""
+    base_dir = data_dir or Path(os.environ.get("DBWARD_DATA_DIR", str(DEFAULT_DATA_DIR)))
+    path = config_file or Path(os.environ.get("DBWARD_CONFIG", str(base_dir / CONFIG_FILE_NAME)))
+    values: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}{where}: the settings file is not valid YAML") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the settings file must be a mapping of setting names")
+        values.update(loaded)
+    if data_dir is not None:
+        values["data_dir"] = data_dir
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except PydanticValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from exc

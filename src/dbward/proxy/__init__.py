@@ -1,0 +1,1 @@
+"""The asyncio shell around the wire codecs: listeners, engines, the gate, upstream connections."""

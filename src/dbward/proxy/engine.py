@@ -1,0 +1,239 @@
+"""The Engine protocol, the dependencies every engine receives, and the shared session lifecycle.
+
+Counterparts: ``proxy/server.py`` accepts sockets and hands a :class:`ClientConnection` to
+the engine registered for the listener's protocol (``proxy/mysql.py``, ``proxy/postgres.py``).
+Engines authenticate against :class:`Authenticator`, resolve targets with
+:class:`TargetDirectory`, ask the :class:`~dbward.proxy.gate.Gate` about the connection and
+every statement, and register live sessions in :class:`SessionRegistry` so that an
+administrator can list and kill them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from dbward.config import Settings
+from dbward.domain import ClientAddress, Principal, SessionInfo, Target
+from dbward.errors import ConnectionDenied, DbwardError, SessionKilled
+from dbward.identity.secrets import SecretVerifiers, verify_argon2
+from dbward.proxy.gate import Gate
+
+log = logging.getLogger(__name__)
+
+#: the id of the session a log line belongs to (set by the lifecycle; read by the log filter)
+current_session_id: ContextVar[str] = ContextVar("dbward_session_id", default="-")
+
+
+# --------------------------------------------------------------------------- identity
+@dataclass(frozen=True, kw_only=True)
+class StoredSecret:
+    """One secret a user may present: their password or one of their proxy tokens."""
+
+    method: str  # "password" | "proxy_token"
+    name: str  # "password" or the token's name
+    verifiers: SecretVerifiers
+
+
+@dataclass(frozen=True, kw_only=True)
+class UserCredentials:
+    principal: Principal
+    secrets: tuple[StoredSecret, ...]
+    disabled: bool = False
+
+
+class Authenticator(Protocol):
+    async def lookup(self, username: str) -> UserCredentials | None:
+        """The user's principal and secrets, or None if no such (enabled) user exists."""
+        ...
+
+    async def touch_token(self, username: str, token_name: str) -> None:
+        """Record that a proxy token was used (last_used_at)."""
+        ...
+
+
+def verify_cleartext(creds: UserCredentials, password: str) -> StoredSecret | None:
+    """Check a cleartext password (received over TLS) against every secret of the user."""
+    for s in creds.secrets:
+        if verify_argon2(s.verifiers.argon2, password):
+            return s
+    return None
+
+
+def verify_mysql_native(creds: UserCredentials, nonce: bytes, response: bytes) -> StoredSecret | None:
+    """mysql_native_password: response = SHA1(pw) XOR SHA1(nonce + SHA1(SHA1(pw)))."""
+    if len(response) != 20:
+        return None
+    for s in creds.secrets:
+        stored = s.verifiers.mysql_native
+        mask = hashlib.sha1(nonce + stored).digest()
+        candidate = bytes(a ^ b for a, b in zip(response, mask, strict=True))
+        if hmac.compare_digest(hashlib.sha1(candidate).digest(), stored):
+            return s
+    return None
+
+
+def verify_mysql_sha2_fast(creds: UserCredentials, nonce: bytes, response: bytes) -> StoredSecret | None:
+    """caching_sha2_password fast path: response = SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + nonce)."""
+    if len(response) != 32:
+        return None
+    for s in creds.secrets:
+        stored = s.verifiers.mysql_sha2
+        mask = hashlib.sha256(stored + nonce).digest()
+        candidate = bytes(a ^ b for a, b in zip(response, mask, strict=True))
+        if hmac.compare_digest(hashlib.sha256(candidate).digest(), stored):
+            return s
+    return None
+
+
+# --------------------------------------------------------------------------- targets
+class TargetDirectory(Protocol):
+    async def by_listen_port(self, port: int) -> Target | None: ...
+
+    async def by_name(self, name: str) -> Target | None: ...
+
+    async def upstream_password(self, target: Target) -> str | None:
+        """The vaulted credential dbward uses upstream; never shown to clients or logs."""
+        ...
+
+
+# --------------------------------------------------------------------------- sessions
+@dataclass(kw_only=True)
+class LiveSession:
+    info: SessionInfo
+    protocol: str
+    kill: Callable[[str], Awaitable[None]]
+    statements: int = 0
+    last_activity: float = field(default_factory=time.monotonic)
+    busy: bool = False  # a statement is running or streaming
+    end_reason: str | None = None  # set by the engine when it knows why the session ends
+
+    def touch(self) -> None:
+        self.last_activity = time.monotonic()
+
+
+class SessionRegistry:
+    """Live proxy sessions of this node, for listing and killing."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, LiveSession] = {}
+
+    def add(self, live: LiveSession) -> None:
+        self._live[live.info.id] = live
+
+    def remove(self, session_id: str) -> None:
+        self._live.pop(session_id, None)
+
+    def list(self) -> list[LiveSession]:
+        return list(self._live.values())
+
+    def get(self, session_id: str) -> LiveSession | None:
+        return self._live.get(session_id)
+
+    async def kill(self, session_id: str, reason: str = "killed by an administrator") -> bool:
+        live = self._live.get(session_id)
+        if live is None:
+            return False
+        await live.kill(reason)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+# --------------------------------------------------------------------------- engines
+@dataclass(kw_only=True)
+class ClientConnection:
+    """An accepted client socket, after any PROXY protocol header, before TLS."""
+
+    sock: socket.socket
+    client: ClientAddress
+    listener_port: int
+    target: Target | None  # fixed by a per-connection listener; None on a shared port
+    initial_data: bytes = b""  # bytes read past the PROXY header, to be consumed first
+
+
+@dataclass(kw_only=True)
+class EngineDeps:
+    settings: Settings
+    auth: Authenticator
+    directory: TargetDirectory
+    gate: Gate
+    sessions: SessionRegistry
+    server_tls: ssl.SSLContext | None = None
+    node: str = "node-1"
+
+
+class Engine(Protocol):
+    protocol: ClassVar[str]
+
+    async def serve(self, client: ClientConnection, deps: EngineDeps) -> None:
+        """Run one client session to its end. Must not raise for client errors."""
+        ...
+
+
+@asynccontextmanager
+async def session_lifecycle(
+    deps: EngineDeps,
+    session: SessionInfo,
+    *,
+    protocol: str,
+    auth_method: str,
+    kill: Callable[[str], Awaitable[None]],
+) -> AsyncIterator[LiveSession]:
+    """The part of a session every engine shares: connection decision, registry, start/end audit.
+
+    Raises :class:`ConnectionDenied` when the policy refuses the connection (already audited).
+    """
+    decision = await deps.gate.open_session(session, protocol, auth_method)
+    if not decision.allowed:
+        raise ConnectionDenied(decision.message)
+    live = LiveSession(info=session, protocol=protocol, kill=kill)
+    deps.sessions.add(live)
+    token = current_session_id.set(session.id)
+    started = time.monotonic()
+    reason = "client quit"
+    try:
+        yield live
+    except SessionKilled as exc:
+        reason = exc.message
+        raise
+    except DbwardError as exc:
+        reason = exc.message
+        raise
+    except asyncio.CancelledError:
+        reason = "dbward is shutting down"
+        raise
+    except (ConnectionError, OSError) as exc:
+        reason = f"connection lost ({exc.__class__.__name__})"
+        raise
+    finally:
+        deps.sessions.remove(session.id)
+        current_session_id.reset(token)
+        try:
+            await deps.gate.close_session(
+                session,
+                live.end_reason or reason,
+                live.statements,
+                (time.monotonic() - started) * 1000,
+            )
+        except DbwardError:
+            log.error("session end of %s could not be audited", session.id)
+
+
+ENGINES: dict[str, type[Engine]] = {}
+
+
+def register(cls: type[Engine]) -> type[Engine]:
+    ENGINES[cls.protocol] = cls
+    return cls

@@ -1,0 +1,171 @@
+"""The per-statement gate: analyse -> decide -> audit -> forward | reject | hold.
+
+Both engines (``proxy/mysql.py``, ``proxy/postgres.py``) and the web SQL editor call the
+same :class:`Gate` for every connection and every statement. The gate writes the decision to
+the audit journal before it returns, so nothing reaches a target undecided or unrecorded.
+If the journal cannot be written and ``audit.fail_closed`` is on, the statement is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from dbward.audit.events import (
+    AuditEvent,
+    SessionEnded,
+    SessionRejected,
+    SessionStarted,
+    StatementCompleted,
+    StatementDecided,
+)
+from dbward.audit.journal import AuditJournal
+from dbward.domain import Principal, SessionInfo, Statement, StatementOutcome, Target
+from dbward.errors import AuditUnavailable, DbwardError
+from dbward.policy.decider import PolicyDecider
+from dbward.policy.model import Decision, Effect
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class Ticket:
+    """What the engine holds between a statement's decision and its completion."""
+
+    id: str
+    statement: Statement
+    decision: Decision
+    started: float = field(default_factory=time.perf_counter)
+
+
+def _base(session: SessionInfo) -> dict[str, Any]:
+    return {
+        "user": session.principal.username,
+        "connection": session.target.name,
+        "database": session.database,
+        "session_id": session.id,
+        "client_addr": session.client.host,
+        "client_addr_source": session.client.source,
+        "client_program": session.client_program,
+    }
+
+
+class Gate:
+    def __init__(self, policy: PolicyDecider, journal: AuditJournal, *, fail_closed: bool = True) -> None:
+        self.policy = policy
+        self.journal = journal
+        self.fail_closed = fail_closed
+
+    async def _record(self, event: AuditEvent) -> None:
+        try:
+            await self.journal.append(event)
+        except AuditUnavailable:
+            if self.fail_closed:
+                raise
+            log.warning("audit event %s lost: journal unavailable and audit.fail_closed is off", event.type)
+
+    async def open_session(self, session: SessionInfo, protocol: str, auth_method: str) -> Decision:
+        """Decide whether the authenticated session may use the target; audit either way."""
+        decision = await self.policy.decide_connection(session.principal, session.target, session.client.host)
+        if decision.effect is Effect.ALLOW:
+            await self._record(
+                SessionStarted(**_base(session), protocol=protocol, tls=session.tls, auth_method=auth_method)
+            )
+        else:
+            await self.reject_session(
+                protocol=protocol,
+                reason=decision.message,
+                error_code="connection_denied",
+                session=session,
+            )
+        return decision
+
+    async def reject_session(
+        self,
+        *,
+        protocol: str,
+        reason: str,
+        error_code: str,
+        session: SessionInfo | None = None,
+        user: str | None = None,
+        target: Target | None = None,
+        client_host: str | None = None,
+        client_source: str | None = None,
+        client_program: str | None = None,
+    ) -> None:
+        if session is not None:
+            base = _base(session)
+        else:
+            base = {
+                "user": user,
+                "connection": target.name if target else None,
+                "client_addr": client_host,
+                "client_addr_source": client_source,
+                "client_program": client_program,
+            }
+        await self._record(SessionRejected(**base, protocol=protocol, reason=reason, error_code=error_code))
+
+    async def check(self, session: SessionInfo, statement: Statement) -> Ticket:
+        """Decide one statement and record the decision before returning it.
+
+        Raises :class:`AuditUnavailable` (fail closed) when the decision cannot be recorded.
+        """
+        try:
+            decision = await self.policy.decide_statement(session, statement)
+        except DbwardError as exc:
+            decision = Decision.deny(f"denied: {exc.message}", "error:policy")
+        except Exception:  # fail closed on any policy bug, and say so
+            log.exception("policy evaluation failed")
+            decision = Decision.deny(
+                "denied: the policy could not be evaluated for this statement (internal error); "
+                "dbward fails closed",
+                "error:policy",
+            )
+        ticket = Ticket(id=uuid.uuid4().hex, statement=statement, decision=decision)
+        await self._record(
+            StatementDecided(
+                **_base(session),
+                statement_id=ticket.id,
+                sql=statement.sql,
+                origin=statement.origin.value,
+                params=list(statement.params) if statement.params is not None else None,
+                effect=decision.effect.value,
+                reasons=list(decision.reasons),
+                rule_ids=list(decision.rule_ids),
+            )
+        )
+        return ticket
+
+    async def complete(self, session: SessionInfo, ticket: Ticket, outcome: StatementOutcome) -> None:
+        duration = outcome.duration_ms or (time.perf_counter() - ticket.started) * 1000
+        await self._record(
+            StatementCompleted(
+                **_base(session),
+                statement_id=ticket.id,
+                rows=outcome.rows,
+                affected=outcome.affected,
+                bytes_sent=outcome.bytes_sent,
+                duration_ms=round(duration, 3),
+                error=outcome.error,
+                error_code=outcome.error_code,
+                truncated=outcome.truncated,
+            )
+        )
+
+    async def close_session(
+        self, session: SessionInfo, reason: str, statements: int, duration_ms: float
+    ) -> None:
+        await self._record(
+            SessionEnded(
+                **_base(session),
+                reason=reason,
+                statements=statements,
+                duration_ms=round(duration_ms, 3),
+            )
+        )
+
+
+__all__ = ["Gate", "Principal", "Ticket"]

@@ -1,0 +1,167 @@
+"""The proxy's read path into the store: users and their secrets, targets, grants.
+
+Implements :class:`~dbward.proxy.engine.Authenticator`, :class:`~dbward.proxy.engine.TargetDirectory`
+and :class:`~dbward.policy.decider.GrantSource` over the metadata store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import or_, select
+
+from dbward.domain import EngineType, Principal, Target, TlsMode
+from dbward.identity.secrets import SecretVerifiers
+from dbward.policy.decider import GrantView
+from dbward.proxy.engine import StoredSecret, UserCredentials
+from dbward.store.db import Store
+from dbward.store.models import (
+    Connection,
+    Grant,
+    Group,
+    GroupMember,
+    ProxyToken,
+    Role,
+    RoleAssignment,
+    User,
+    utcnow,
+)
+
+
+def target_from_row(c: Connection) -> Target:
+    return Target(
+        id=c.id,
+        name=c.name,
+        engine=EngineType(c.engine),
+        host=c.host,
+        port=c.port,
+        database=c.database,
+        username=c.username,
+        tls_mode=TlsMode(c.tls_mode),
+        tls_ca=c.tls_ca,
+        listen_port=c.listen_port,
+        options=dict(c.options or {}),
+    )
+
+
+def _aware(d: datetime | None) -> datetime | None:
+    if d is None:
+        return None
+    return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
+
+
+class StoreDirectory:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def lookup(self, username: str) -> UserCredentials | None:
+        now = datetime.now(UTC)
+        async with self.store.session() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None or user.disabled:
+                return None
+            groups = (
+                await s.execute(
+                    select(Group.id, Group.name)
+                    .join(GroupMember, GroupMember.group_id == Group.id)
+                    .where(GroupMember.user_id == user.id)
+                )
+            ).all()
+            group_ids = [g.id for g in groups]
+            roles = (
+                await s.execute(
+                    select(Role.name)
+                    .join(RoleAssignment, RoleAssignment.role_id == Role.id)
+                    .where(
+                        or_(
+                            (RoleAssignment.subject_type == "user") & (RoleAssignment.subject_id == user.id),
+                            (RoleAssignment.subject_type == "group")
+                            & (RoleAssignment.subject_id.in_(group_ids)),
+                        )
+                    )
+                )
+            ).scalars()
+            tokens = (
+                (await s.execute(select(ProxyToken).where(ProxyToken.user_id == user.id))).scalars().all()
+            )
+            secrets: list[StoredSecret] = []
+            if user.password_verifiers:
+                secrets.append(
+                    StoredSecret(
+                        method="password",
+                        name="password",
+                        verifiers=SecretVerifiers.from_json(self.store.box.decrypt(user.password_verifiers)),
+                    )
+                )
+            for t in sorted(tokens, key=lambda t: t.created_at, reverse=True):
+                exp = _aware(t.expires_at)
+                if t.revoked_at is not None or (exp is not None and exp <= now):
+                    continue
+                secrets.append(
+                    StoredSecret(
+                        method="proxy_token",
+                        name=t.name,
+                        verifiers=SecretVerifiers.from_json(self.store.box.decrypt(t.verifiers)),
+                    )
+                )
+            principal = Principal(
+                user_id=user.id,
+                username=user.username,
+                groups=frozenset(g.name for g in groups),
+                roles=frozenset(roles),
+                is_admin=user.is_admin,
+            )
+            return UserCredentials(principal=principal, secrets=tuple(secrets))
+
+    async def touch_token(self, username: str, token_name: str) -> None:
+        async with self.store.transaction() as s:
+            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+            if user is None:
+                return
+            tok = (
+                await s.execute(
+                    select(ProxyToken).where(ProxyToken.user_id == user.id, ProxyToken.name == token_name)
+                )
+            ).scalar_one_or_none()
+            if tok is not None:
+                tok.last_used_at = utcnow()
+
+    async def by_listen_port(self, port: int) -> Target | None:
+        async with self.store.session() as s:
+            c = (
+                await s.execute(select(Connection).where(Connection.listen_port == port))
+            ).scalar_one_or_none()
+            return target_from_row(c) if c else None
+
+    async def by_name(self, name: str) -> Target | None:
+        async with self.store.session() as s:
+            c = (await s.execute(select(Connection).where(Connection.name == name))).scalar_one_or_none()
+            return target_from_row(c) if c else None
+
+    async def all_targets(self) -> list[Target]:
+        async with self.store.session() as s:
+            rows = (await s.execute(select(Connection).order_by(Connection.name))).scalars().all()
+            return [target_from_row(c) for c in rows]
+
+    async def upstream_password(self, target: Target) -> str | None:
+        async with self.store.session() as s:
+            c = await s.get(Connection, target.id)
+            if c is None or c.secret is None:
+                return None
+            return self.store.box.decrypt(c.secret)
+
+    async def grants_for(self, principal: Principal, target: Target) -> list[GrantView]:
+        async with self.store.session() as s:
+            rows = (await s.execute(select(Grant).where(Grant.connection_id == target.id))).scalars().all()
+            return [
+                GrantView(
+                    name=g.name,
+                    subject_type=g.subject_type,
+                    subject_name=g.subject_name,
+                    connection=target.name,
+                    privileges=tuple(g.privileges or ()),
+                    scope=dict(g.scope or {}),
+                    expires_at=_aware(g.expires_at),
+                )
+                for g in rows
+            ]

@@ -1,0 +1,157 @@
+"""SQLAlchemy 2 models of the metadata store. Migrations in ``store/migrations`` follow these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class TimestampMixin:
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class User(TimestampMixin, Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(128), unique=True)
+    display_name: Mapped[str | None] = mapped_column(String(256))
+    email: Mapped[str | None] = mapped_column(String(320))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # argon2id hash of the password (None: no local password, e.g. SSO-only users).
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    # Encrypted JSON of identity.secrets.SecretVerifiers for the wire protocols.
+    password_verifiers: Mapped[str | None] = mapped_column(Text)
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    tokens: Mapped[list[ProxyToken]] = relationship(back_populates="user", cascade="all, delete-orphan")
+
+
+class ProxyToken(Base):
+    """A per-user secret used as the password for proxy logins (for SSO users, scripts)."""
+
+    __tablename__ = "proxy_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(128))
+    verifiers: Mapped[str] = mapped_column(Text)  # encrypted SecretVerifiers JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+    __table_args__ = (UniqueConstraint("user_id", "name"),)
+
+
+class Group(TimestampMixin, Base):
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class GroupMember(Base):
+    __tablename__ = "group_members"
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+
+
+class Role(TimestampMixin, Base):
+    __tablename__ = "roles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class RoleAssignment(Base):
+    """A role held by a user or by every member of a group."""
+
+    __tablename__ = "role_assignments"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"))
+    subject_type: Mapped[str] = mapped_column(String(16))  # user | group
+    subject_id: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (UniqueConstraint("role_id", "subject_type", "subject_id"),)
+
+
+class Connection(TimestampMixin, Base):
+    """A target database reachable through dbward."""
+
+    __tablename__ = "connections"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    engine: Mapped[str] = mapped_column(String(16))  # mysql | postgres
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer)
+    database: Mapped[str | None] = mapped_column(String(255))
+    username: Mapped[str] = mapped_column(String(255))
+    # Encrypted upstream password; never returned by any API, CLI output or log.
+    secret: Mapped[str | None] = mapped_column(Text)
+    tls_mode: Mapped[str] = mapped_column(String(16), default="prefer")
+    tls_ca: Mapped[str | None] = mapped_column(Text)
+    listen_port: Mapped[int | None] = mapped_column(Integer, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Grant(TimestampMixin, Base):
+    """Gives a subject (user, group or role) privilege types on a scope of one connection."""
+
+    __tablename__ = "grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    subject_type: Mapped[str] = mapped_column(String(16))  # user | group | role
+    subject_name: Mapped[str] = mapped_column(String(128))
+    connection_id: Mapped[int] = mapped_column(ForeignKey("connections.id", ondelete="CASCADE"))
+    # {"databases": ["sales", "hr_*"], "tables": ["sales.orders"]}; empty: whole connection.
+    scope: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    privileges: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # {"valid_from", "weekdays", "hours", "timezone", "client_ips"}
+    conditions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    description: Mapped[str | None] = mapped_column(Text)
+
+    connection: Mapped[Connection] = relationship()
+
+
+class StoreMeta(Base):
+    """Small key/value facts about the store, e.g. the policy version counter."""
+
+    __tablename__ = "store_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    bigint_value: Mapped[int | None] = mapped_column(BigInteger)
