@@ -51,7 +51,8 @@ class SessionStarted(AuditEvent):
 
 @dataclass(kw_only=True)
 class SessionRejected(AuditEvent):
-    """A session did not start: bad credentials, connection denied, or the target unreachable."""
+    """A proxy session did not start: bad credentials (proxy sign-in failure), connection denied
+    by the policy, or the target unreachable. ``error_code`` says which."""
 
     type: ClassVar[str] = "session.rejected"
     code: ClassVar[str] = "S001W"
@@ -118,11 +119,90 @@ class AdminChange(AuditEvent):
     source: str = "cli"  # cli | api | console | apply
 
 
+@dataclass(kw_only=True)
+class SigninSucceeded(AuditEvent):
+    """A person signed in to the console or the API (proxy logins are ``session.start``)."""
+
+    type: ClassVar[str] = "auth.signin"
+    code: ClassVar[str] = "U001I"
+    surface: str = "console"  # console | api
+    method: str = "password"  # password | totp | oidc | saml | api_token
+
+
+@dataclass(kw_only=True)
+class SigninFailed(AuditEvent):
+    """A console or API sign-in failed (proxy login failures are ``session.rejected``)."""
+
+    type: ClassVar[str] = "auth.signin_failed"
+    code: ClassVar[str] = "U001W"
+    surface: str = "console"
+    method: str = "password"
+    reason: str = ""
+
+
+@dataclass(kw_only=True)
+class MaskingApplied(AuditEvent):
+    """Result columns of a statement were masked; names each output column and the rule."""
+
+    type: ClassVar[str] = "statement.masked"
+    code: ClassVar[str] = "Q003I"
+    statement_id: str = ""
+    columns: list[dict[str, Any]] = field(default_factory=list)  # {"column", "rule", "algorithm"}
+
+
+@dataclass(kw_only=True)
+class ApprovalEvent(AuditEvent):
+    """A step of an approval request: requested, approved, rejected, cancelled, expired, executed."""
+
+    type: ClassVar[str] = "approval.step"
+    code: ClassVar[str] = "P001I"
+    request_id: str = ""
+    request_type: str = ""  # access | sql | unmask | export
+    action: str = ""
+    actor: str | None = None
+    comment: str | None = None
+    stage: int | None = None
+
+
+@dataclass(kw_only=True)
+class AuditExported(AuditEvent):
+    """Someone exported audit events or a result set; says what, for which period and filters."""
+
+    type: ClassVar[str] = "data.export"
+    code: ClassVar[str] = "E001I"
+    what: str = "audit"  # audit | result
+    format: str = ""
+    filters: dict[str, Any] = field(default_factory=dict)
+    rows: int = 0
+
+
+@dataclass(kw_only=True)
+class Checkpoint(AuditEvent):
+    """A signed checkpoint: Ed25519 signature over chain id, seq and hash of the record before it.
+
+    Written by the journal itself every ``checkpoint_every`` events or ``checkpoint_interval``
+    seconds and at shutdown, into the chain and into ``journal.jsonl.checkpoints`` beside it.
+    """
+
+    type: ClassVar[str] = "audit.checkpoint"
+    code: ClassVar[str] = "X001I"
+    covers_seq: int = 0
+    covers_hash: str = ""
+    key_id: str = ""
+    signature: str = ""
+
+
 CATALOGUE: tuple[type[AuditEvent], ...] = (
+    SigninSucceeded,
+    SigninFailed,
     SessionStarted,
     SessionRejected,
     SessionEnded,
     StatementDecided,
     StatementCompleted,
+    MaskingApplied,
     AdminChange,
+    ApprovalEvent,
+    AuditExported,
+    Checkpoint,
 )

@@ -1,33 +1,39 @@
 """The audit journal: append-only, sequence-numbered, hash-chained, durable before return.
 
-Every event is serialised as canonical JSON (sorted keys, no spaces) with ``seq`` and
-``prev`` (the SHA-256 of the previous line); ``append`` returns only after the line is
-written (and fsynced when configured). Writers are batched: all events appended while a
-write is in flight go out in the next write with one fsync (group commit), so the journal
-costs one fsync per batch, not per statement.
+``append`` returns only after the event's line is written (and fsynced when configured), so a
+decision is on disk before it takes effect. Writers are batched (group commit): every event
+appended while a write is in flight goes out in the next write with one fsync, so the journal
+costs one fsync per batch, not per statement. The file is locked (flock) during each write and
+the chain state re-read if another process (``dbward apply`` beside a running node) appended,
+so several writers on one data directory keep one valid chain.
+
+Every ``checkpoint_every`` events or ``checkpoint_interval`` seconds, and at close, a signed
+checkpoint record joins the chain (see ``audit/chain.py``). Counterparts: ``audit/verify.py``
+checks what this writes; ``audit/forward.py`` ships it to the store and SIEM forwarders.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import fcntl
 import json
 import logging
 import os
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from dbward.audit.chain import CHECKPOINT_TYPE, GENESIS, Signer, canonical, record_hash
 from dbward.audit.events import AuditEvent
 from dbward.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
-GENESIS = "0" * 64
-
-
-def canonical(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+__all__ = ["GENESIS", "AuditJournal", "AuditReceipt", "FileJournal", "MemoryJournal", "iter_records"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,8 @@ class AuditJournal(Protocol):
 class MemoryJournal:
     """A journal kept in memory, hash chain included; for tests and the gate benchmark."""
 
-    def __init__(self) -> None:
+    def __init__(self, chain: str = "memory") -> None:
+        self.chain = chain
         self.records: list[dict[str, Any]] = []
         self._prev = GENESIS
 
@@ -56,8 +63,8 @@ class MemoryJournal:
         return self.records
 
     async def append(self, event: AuditEvent) -> AuditReceipt:
-        rec = {"seq": len(self.records) + 1, "prev": self._prev, **event.to_dict()}
-        self._prev = hashlib.sha256(canonical(rec).encode()).hexdigest()
+        rec = {"chain": self.chain, "seq": len(self.records) + 1, "prev": self._prev, **event.to_dict()}
+        self._prev = record_hash(canonical(rec))
         self.records.append(rec)
         return AuditReceipt(rec["seq"], self._prev)
 
@@ -68,34 +75,105 @@ class MemoryJournal:
         return None
 
 
-class FileJournal:
-    """A JSON-lines journal file with group commit."""
+def checkpoints_path(path: Path) -> Path:
+    return path.with_name(path.name + ".checkpoints")
 
-    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+
+def chain_id_for(path: Path) -> str:
+    """The journal's chain id, kept beside it (``journal.jsonl.chain``); created on first use."""
+    id_path = path.with_name(path.name + ".chain")
+    try:
+        return id_path.read_text().strip()
+    except FileNotFoundError:
+        chain = uuid.uuid4().hex[:16]
+        id_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(id_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return id_path.read_text().strip()
+        with os.fdopen(fd, "w") as f:
+            f.write(chain + "\n")
+        return chain
+
+
+class FileJournal:
+    """A JSON-lines journal file with group commit, file locking and signed checkpoints."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        fsync: bool = True,
+        signer: Signer | None = None,
+        node: str | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 10.0,
+    ) -> None:
         self.path = path
         self.fsync = fsync
+        self.signer = signer
+        self.node = node
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_interval = checkpoint_interval
+        self.chain = ""
         self._seq = 0
         self._prev = GENESIS
+        self._size = 0
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
         self._pending: list[tuple[dict[str, Any], asyncio.Future[AuditReceipt]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._fd: int | None = None
 
+    # -- opening and recovery ------------------------------------------------------------
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            last = _last_line(self.path)
-            if last:
-                rec = json.loads(last)
-                self._seq = int(rec["seq"])
-                self._prev = hashlib.sha256(last.encode()).hexdigest()
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.chain = chain_id_for(self.path)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self._sync_state(repair=True)
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
 
+    def _sync_state(self, *, repair: bool = False) -> None:
+        """Read the chain state from the file's last complete line (under the lock)."""
+        assert self._fd is not None
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            self._seq, self._prev, self._size = 0, GENESIS, 0
+            return
+        tail, start = _read_tail(self._fd, size)
+        if not tail.endswith(b"\n"):
+            # A write interrupted by a crash: that append never returned, so the decision it
+            # carried never took effect. Cut the partial line so the chain stays valid.
+            cut = tail.rfind(b"\n")
+            new_size = start + cut + 1 if cut >= 0 else start
+            if repair:
+                log.warning("audit journal %s ended in a partial record; truncating it", self.path)
+                os.ftruncate(self._fd, new_size)
+                size = new_size
+                tail = tail[: cut + 1] if cut >= 0 else b""
+        lines = [ln for ln in tail.split(b"\n") if ln.strip()]
+        if not lines:
+            self._seq, self._prev, self._size = 0, GENESIS, size
+            return
+        last = lines[-1].decode()
+        rec = json.loads(last)
+        self._seq = int(rec["seq"])
+        self._prev = record_hash(last)
+        self._size = size
+
+    # -- appending -----------------------------------------------------------------------
     async def append(self, event: AuditEvent) -> AuditReceipt:
         if self._fd is None:
             self.open()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditReceipt] = loop.create_future()
-        self._pending.append((event.to_dict(), fut))
+        rec = event.to_dict()
+        if self.node and not rec.get("node"):
+            rec["node"] = self.node
+        self._pending.append((rec, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
         return await fut
@@ -103,58 +181,128 @@ class FileJournal:
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
-            lines: list[str] = []
-            receipts: list[AuditReceipt] = []
-            seq, prev = self._seq, self._prev
-            for rec, _ in batch:
-                seq += 1
-                line = canonical({"seq": seq, "prev": prev, **rec})
-                prev = hashlib.sha256(line.encode()).hexdigest()
-                lines.append(line)
-                receipts.append(AuditReceipt(seq, prev))
-            data = ("\n".join(lines) + "\n").encode()
             try:
-                await asyncio.to_thread(self._write, data)
+                receipts = await asyncio.to_thread(self._write_batch, [rec for rec, _ in batch])
             except OSError as exc:
                 log.error("audit journal %s cannot be written: %s", self.path, exc)
                 err = AuditUnavailable(
-                    f"the audit journal {self.path} cannot be written ({exc.strerror}); "
-                    "statements are refused until it can (audit.fail_closed)"
+                    f"the audit journal {self.path} cannot be written ({exc.strerror or exc}); "
+                    "statements are refused until it can (setting audit.fail_closed)"
                 )
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(err)
                 continue
-            self._seq, self._prev = seq, prev
             for (_, fut), receipt in zip(batch, receipts, strict=True):
                 if not fut.done():
                     fut.set_result(receipt)
 
-    def _write(self, data: bytes) -> None:
+    def _write_batch(
+        self, records: list[dict[str, Any]], *, force_checkpoint: bool = False
+    ) -> list[AuditReceipt]:
         assert self._fd is not None
-        os.write(self._fd, data)
-        if self.fsync:
-            os.fsync(self._fd)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            if os.fstat(self._fd).st_size != self._size:
+                self._sync_state()  # another process appended since our last write
+            seq, prev = self._seq, self._prev
+            checkpoint_line: str | None = None
+            lines: list[str] = []
+            receipts: list[AuditReceipt] = []
+            for rec in records:
+                seq += 1
+                line = canonical({"chain": self.chain, "seq": seq, "prev": prev, **rec})
+                prev = record_hash(line)
+                lines.append(line)
+                receipts.append(AuditReceipt(seq, prev))
+            since = self._since_checkpoint + len(records)
+            due = since >= self.checkpoint_every or (
+                time.monotonic() - self._last_checkpoint >= self.checkpoint_interval and since > 0
+            )
+            if self.signer is not None and seq > 0 and (due or force_checkpoint):
+                seq += 1
+                cp = {
+                    "chain": self.chain,
+                    "seq": seq,
+                    "prev": prev,
+                    "type": CHECKPOINT_TYPE,
+                    "code": "X001I",
+                    "time": datetime.now(UTC).isoformat(),
+                    "node": self.node,
+                    "covers_seq": seq - 1,
+                    "covers_hash": prev,
+                    "key_id": self.signer.key_id(),
+                    "signature": self.signer.sign(self.chain, seq - 1, prev),
+                }
+                line = canonical(cp)
+                prev = record_hash(line)
+                lines.append(line)
+                checkpoint_line = line
+                since = 0
+                self._last_checkpoint = time.monotonic()
+            if not lines:
+                return receipts
+            data = ("\n".join(lines) + "\n").encode()
+            written = os.write(self._fd, data)
+            if written != len(data):
+                raise OSError(28, "short write to the audit journal (disk full?)")
+            if self.fsync:
+                os.fsync(self._fd)
+            if checkpoint_line is not None:
+                # Kept apart from the journal too, so cutting the journal's tail is visible.
+                with checkpoints_path(self.path).open("a") as cf:
+                    cf.write(checkpoint_line + "\n")
+            self._seq, self._prev = seq, prev
+            self._size += len(data)
+            self._since_checkpoint = since
+            return receipts
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    async def checkpoint(self) -> None:
+        """Write a signed checkpoint now (used at shutdown and by tests)."""
+        if self._fd is None:
+            self.open()
+        if self._writer is not None:
+            await asyncio.shield(self._writer)
+        await asyncio.to_thread(self._write_batch, [], force_checkpoint=True)
 
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.shield(self._writer)
         if self._fd is not None:
+            if self.signer is not None and self._since_checkpoint > 0:
+                try:
+                    await asyncio.to_thread(self._write_batch, [], force_checkpoint=True)
+                except OSError as exc:
+                    log.error("final audit checkpoint could not be written: %s", exc)
             os.close(self._fd)
             self._fd = None
 
+    @property
+    def last_seq(self) -> int:
+        return self._seq
 
-def _last_line(path: Path) -> str | None:
+
+def _read_tail(fd: int, size: int) -> tuple[bytes, int]:
+    block = 65536
+    start = max(0, size - block)
+    while True:
+        tail = os.pread(fd, size - start, start)
+        if start == 0 or tail.count(b"\n") >= 2:
+            return tail, start
+        start = max(0, start - block)
+
+
+def iter_records(path: Path, after_seq: int = 0) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (line, record) for each complete record with seq > after_seq."""
     with path.open("rb") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        block = 65536
-        pos = max(0, size - block)
-        f.seek(pos)
-        tail = f.read()
-        while pos > 0 and tail.count(b"\n") < 2:
-            pos = max(0, pos - block)
-            f.seek(pos)
-            tail = f.read()
-    lines = [ln for ln in tail.decode().split("\n") if ln.strip()]
-    return lines[-1] if lines else None
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                return  # a record still being written
+            line = raw.decode().rstrip("\n")
+            if not line:
+                continue
+            rec = json.loads(line)
+            if int(rec.get("seq", 0)) > after_seq:
+                yield line, rec
