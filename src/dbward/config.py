@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -47,10 +47,59 @@ class ApiSettings(_Strict):
     public_url: str | None = None
 
 
+class ForwarderSettings(_Strict):
+    """One audit forwarder. ``kind`` decides which of the other keys apply."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["syslog", "splunk_hec", "webhook", "jsonl"]
+    enabled: bool = True
+    batch_size: int = Field(default=500, ge=1, le=10000)
+    # syslog
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    transport: Literal["udp", "tcp", "tls"] = "tcp"
+    format: Literal["rfc5424", "rfc3164"] = "rfc5424"
+    framing: Literal["octet-counting", "lf"] = "octet-counting"
+    facility: int = Field(default=13, ge=0, le=23)  # 13: log audit
+    app_name: str = "dbward"
+    sd_id: str = "dbward@32473"
+    ca_file: Path | None = None
+    tls_verify: bool = True
+    # splunk_hec / webhook
+    url: str | None = None
+    token: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    # jsonl
+    path: Path | None = None
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    backups: int = Field(default=10, ge=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ForwarderSettings:
+        if self.kind == "syslog" and (not self.host or not self.port):
+            raise ValueError(f"forwarder {self.name}: a syslog forwarder needs host and port")
+        if self.kind in ("splunk_hec", "webhook") and not self.url:
+            raise ValueError(f"forwarder {self.name}: a {self.kind} forwarder needs url")
+        if self.kind == "splunk_hec" and not self.token:
+            raise ValueError(f"forwarder {self.name}: a splunk_hec forwarder needs token (the HEC token)")
+        if self.kind == "jsonl" and not self.path:
+            raise ValueError(f"forwarder {self.name}: a jsonl forwarder needs path")
+        return self
+
+
 class AuditSettings(_Strict):
     journal_fsync: bool = True
     # Fail closed: when the journal cannot be written, statements are refused.
     fail_closed: bool = True
+    # Ed25519 key that signs checkpoints; default <data_dir>/audit-signing-key.pem
+    signing_key_file: Path | None = None
+    checkpoint_every: int = Field(default=1000, ge=1)
+    checkpoint_interval_seconds: float = Field(default=10.0, gt=0)
+    # Kept for five years by default: Korea's electronic financial supervision regulation.
+    retention_days: int = Field(default=5 * 365, ge=1)
+    # Copy every event into the metadata store (search, export, API).
+    store_events: bool = True
+    forwarders: list[ForwarderSettings] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -90,6 +139,10 @@ class Settings(BaseSettings):
     @property
     def journal_path(self) -> Path:
         return self.data_dir / "audit" / "journal.jsonl"
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.audit.signing_key_file or self.data_dir / "audit-signing-key.pem"
 
 
 def _format_validation_error(exc: PydanticValidationError, source: str) -> str:
