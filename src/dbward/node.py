@@ -11,7 +11,10 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
+from dbward.audit.chain import Signer, generate_signing_key, load_signing_key
+from dbward.audit.forward import Dispatcher, Forwarder, build_forwarder
 from dbward.audit.journal import AuditJournal, FileJournal
+from dbward.audit.store import StoreForwarder
 from dbward.config import Settings
 from dbward.domain import Target
 from dbward.policy.decider import GrantDecider, PolicyDecider
@@ -51,6 +54,7 @@ class Node:
     sessions: SessionRegistry = field(init=False)
     deps: EngineDeps = field(init=False)
     proxy: ProxyServer = field(init=False)
+    dispatcher: Dispatcher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.directory = StoreDirectory(self.store)
@@ -77,8 +81,43 @@ class Node:
     def from_settings(cls, settings: Settings) -> Node:
         box = SecretBox(load_key(settings.encryption_key, settings.key_file))
         store = Store.open(settings.resolved_store_url, box)
-        journal = FileJournal(settings.journal_path, fsync=settings.audit.journal_fsync)
-        return cls(settings=settings, store=store, journal=journal)
+        key_path = settings.signing_key_path
+        if key_path.exists():
+            key = load_signing_key(key_path)
+        else:
+            log.warning("audit signing key %s is missing; generating a new one", key_path)
+            key = generate_signing_key(key_path)
+        name = socket.gethostname()
+        journal = FileJournal(
+            settings.journal_path,
+            fsync=settings.audit.journal_fsync,
+            signer=Signer(key),
+            node=name,
+            checkpoint_every=settings.audit.checkpoint_every,
+            checkpoint_interval=settings.audit.checkpoint_interval_seconds,
+        )
+        return cls(settings=settings, store=store, journal=journal, name=name)
+
+    def start_audit_forwarding(self) -> Dispatcher | None:
+        """Follow the journal into the store and the configured SIEM forwarders."""
+        journal = self.journal
+        if not isinstance(journal, FileJournal):
+            return None
+        journal.open()
+        forwarders: list[tuple[Forwarder, int]] = []
+        if self.settings.audit.store_events:
+            forwarders.append((StoreForwarder(self.store), 1000))
+        for cfg in self.settings.audit.forwarders:
+            if cfg.enabled:
+                forwarders.append((build_forwarder(cfg), cfg.batch_size))
+        if not forwarders:
+            return None
+        self.dispatcher = Dispatcher(
+            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors"
+        )
+        journal.on_durable = self.dispatcher.notify
+        self.dispatcher.start()
+        return self.dispatcher
 
     async def listen_for(self, target: Target, port: int | None = None) -> Listener:
         """Open the per-connection listener of ``target`` (its listen_port, or ``port``)."""
@@ -104,9 +143,20 @@ class Node:
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.proxy.drain(drain_timeout)
         await self.journal.close()
+        if self.dispatcher is not None:
+            journal = self.journal
+            if isinstance(journal, FileJournal):
+                try:
+                    await self.dispatcher.wait_delivered(journal.last_seq, timeout=5)
+                except TimeoutError:
+                    log.warning(
+                        "some audit events were not forwarded before shutdown; they will be on restart"
+                    )
+            await self.dispatcher.stop()
         await self.store.close()
 
     async def run_forever(self) -> None:
+        self.start_audit_forwarding()
         await self.start_proxies()
         try:
             await asyncio.Event().wait()

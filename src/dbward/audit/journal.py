@@ -21,7 +21,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -124,6 +124,8 @@ class FileJournal:
         self._pending: list[tuple[dict[str, Any], asyncio.Future[AuditReceipt]]] = []
         self._writer: asyncio.Task[None] | None = None
         self._fd: int | None = None
+        #: called (in the event loop) after each batch is durable; the dispatcher's wake-up
+        self.on_durable: Callable[[], None] | None = None
 
     # -- opening and recovery ------------------------------------------------------------
     def open(self) -> None:
@@ -196,6 +198,8 @@ class FileJournal:
             for (_, fut), receipt in zip(batch, receipts, strict=True):
                 if not fut.done():
                     fut.set_result(receipt)
+            if self.on_durable is not None:
+                self.on_durable()
 
     def _write_batch(
         self, records: list[dict[str, Any]], *, force_checkpoint: bool = False

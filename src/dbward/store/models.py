@@ -155,3 +155,36 @@ class StoreMeta(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     bigint_value: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class AuditRecord(Base):
+    """The store's copy of the audit journal: one row per record, the canonical line kept whole.
+
+    Filled by the store forwarder (``audit/store.py``) from the journal; ``line`` is what the
+    hash chain covers, the other columns are there to search by.
+    """
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    chain: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    code: Mapped[str] = mapped_column(String(16))
+    user: Mapped[str | None] = mapped_column(String(128), index=True)
+    connection: Mapped[str | None] = mapped_column(String(128), index=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    effect: Mapped[str | None] = mapped_column(String(32))
+    line: Mapped[str] = mapped_column(Text)
+    __table_args__ = (UniqueConstraint("chain", "seq"),)
+
+
+class AuditAnchor(Base):
+    """Where a pruned chain now starts: the last pruned record's seq and hash, so the rest verifies."""
+
+    __tablename__ = "audit_anchors"
+    chain: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+    pruned_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    pruned_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
