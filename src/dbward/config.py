@@ -89,6 +89,11 @@ class ForwarderSettings(_Strict):
 
 class AuditSettings(_Strict):
     journal_fsync: bool = True
+    # "write": each record reaches the OS before its statement is forwarded (it survives a
+    # crash or SIGKILL of dbward) and is fsynced with every record of the next few ms
+    # (fsync_interval_ms). "fsync": each statement waits until its record is on disk.
+    durability: Literal["write", "fsync"] = "write"
+    fsync_interval_ms: float = Field(default=5.0, gt=0, le=1000)
     # Fail closed: when the journal cannot be written, statements are refused.
     fail_closed: bool = True
     # Ed25519 key that signs checkpoints; default <data_dir>/audit-signing-key.pem

@@ -95,6 +95,8 @@ class Node:
             node=name,
             checkpoint_every=settings.audit.checkpoint_every,
             checkpoint_interval=settings.audit.checkpoint_interval_seconds,
+            durability=settings.audit.durability,
+            fsync_interval=settings.audit.fsync_interval_ms / 1000,
         )
         return cls(settings=settings, store=store, journal=journal, name=name)
 

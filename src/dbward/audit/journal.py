@@ -108,9 +108,17 @@ class FileJournal:
         node: str | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 10.0,
+        durability: str = "fsync",
+        fsync_interval: float = 0.005,
     ) -> None:
+        if durability not in ("fsync", "write"):
+            raise ValueError("durability must be 'fsync' or 'write'")
         self.path = path
         self.fsync = fsync
+        self.durability = durability
+        self.fsync_interval = fsync_interval
+        self._fsync_task: asyncio.Task[None] | None = None
+        self._failure: AuditUnavailable | None = None
         self.signer = signer
         self.node = node
         self.checkpoint_every = checkpoint_every
@@ -170,6 +178,10 @@ class FileJournal:
     async def append(self, event: AuditEvent) -> AuditReceipt:
         if self._fd is None:
             self.open()
+        if self._failure is not None:
+            raise self._failure
+        if self.durability == "write":
+            return self._append_written(event)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditReceipt] = loop.create_future()
         rec = event.to_dict()
@@ -179,6 +191,40 @@ class FileJournal:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
         return await fut
+
+    def _append_written(self, event: AuditEvent) -> AuditReceipt:
+        """durability "write": the record is in the OS (it survives a crash of dbward) when this
+        returns; fsync follows within ``fsync_interval`` seconds, for all records written since."""
+        rec = event.to_dict()
+        if self.node and not rec.get("node"):
+            rec["node"] = self.node
+        try:
+            (receipt,) = self._write_batch([rec], do_fsync=False)
+        except OSError as exc:
+            raise self._unavailable(exc) from exc
+        if self.fsync and (self._fsync_task is None or self._fsync_task.done()):
+            self._fsync_task = asyncio.create_task(self._background_fsync(), name="audit-journal-fsync")
+        if self.on_durable is not None:
+            self.on_durable()
+        return receipt
+
+    async def _background_fsync(self) -> None:
+        await asyncio.sleep(self.fsync_interval)
+        fd = self._fd
+        if fd is None:
+            return
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        except OSError as exc:
+            # Fail closed from now on: nothing more is allowed until the journal is healthy.
+            self._failure = self._unavailable(exc)
+            log.error("audit journal %s cannot be synced to disk: %s", self.path, exc)
+
+    def _unavailable(self, exc: OSError) -> AuditUnavailable:
+        return AuditUnavailable(
+            f"the audit journal {self.path} cannot be written ({exc.strerror or exc}); "
+            "statements are refused until it can (setting audit.fail_closed)"
+        )
 
     async def _flush(self) -> None:
         while self._pending:
@@ -202,7 +248,7 @@ class FileJournal:
                 self.on_durable()
 
     def _write_batch(
-        self, records: list[dict[str, Any]], *, force_checkpoint: bool = False
+        self, records: list[dict[str, Any]], *, force_checkpoint: bool = False, do_fsync: bool = True
     ) -> list[AuditReceipt]:
         assert self._fd is not None
         fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -250,7 +296,7 @@ class FileJournal:
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(28, "short write to the audit journal (disk full?)")
-            if self.fsync:
+            if self.fsync and do_fsync:
                 os.fsync(self._fd)
             if checkpoint_line is not None:
                 # Kept apart from the journal too, so cutting the journal's tail is visible.
@@ -274,6 +320,8 @@ class FileJournal:
     async def close(self) -> None:
         if self._writer is not None:
             await asyncio.shield(self._writer)
+        if self._fsync_task is not None:
+            await asyncio.shield(self._fsync_task)
         if self._fd is not None:
             if self.signer is not None and self._since_checkpoint > 0:
                 try:

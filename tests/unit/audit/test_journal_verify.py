@@ -160,3 +160,16 @@ async def test_iter_records_skips_a_record_still_being_written(
     with path.open("a") as f:
         f.write('{"partial":')
     assert [r["seq"] for _, r in iter_records(path, after_seq=1)] == [2, 3, 4]
+
+
+async def test_write_durability_returns_after_write_and_syncs_in_the_background(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    j = FileJournal(path, signer=Signer(key), durability="write", fsync_interval=0.001, checkpoint_every=4)
+    for i in range(10):
+        receipt = await j.append(_event(i))
+        # Already in the file (the OS has it) before append returned.
+        assert json.loads(path.read_text().splitlines()[-1])["seq"] in (receipt.seq, receipt.seq + 1)
+    await j.close()
+    assert verify_lines(_lines(path), public_key=key.public_key()).ok
