@@ -47,7 +47,7 @@ docs: install
 	$(BIN)/python -m dbward.audit.catalogue_docs > docs/audit-events.md
 
 bench: install services
-	@bash bench/run.sh
+	@bash bench/run.sh $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,627 @@
+"""dbward's benchmark: dbward against a direct connection and a reference relay, in one run.
+
+PostgreSQL: pgbench (select-only and ``SELECT 1``, simple and prepared, 1/8/32 clients)
+through direct, pgbouncer (session pooling) and dbward. MariaDB: sysbench oltp_point_select
+and oltp_read_only (1/8/32 threads) through direct, socat and dbward. Streaming: a
+1,000,000-row (~100 MB) result through psql and the mariadb client: direct, dbward, and
+dbward masking one column (once masking is wired). Setups alternate within each cell and
+every cell is repeated (``--repeat``, at least 3). CPU time per statement comes from each
+relay process's own CPU counters (/proc/PID/stat, children included).
+
+Writes ``bench/results/<timestamp>.json`` and a Markdown report (also printed). No pass/fail:
+the numbers are reported; people judge. Run with ``make bench`` (``make bench ARGS=--quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = ROOT / ".venv" / "bin"
+PG = ("127.0.0.1", 5432)
+MY = ("127.0.0.1", 3306)
+USER, PASSWORD = "bench", "bench-password-1"
+UPSTREAM_USER, UPSTREAM_PASSWORD = "dbward_bench", "bench-upstream-1"
+PG_DB, MY_DB = "dbward_bench", "sbtest"
+PORTS = {"dbward-pg": 16432, "dbward-my": 13307, "pgbouncer": 16433, "socat": 13308}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd: list[str], **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime + cutime + cstime of a process (children it has waited for included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------- setup
+def prepare_databases(scale: int, sb_rows: int) -> None:
+    import psycopg
+    import pymysql
+
+    with psycopg.connect(f"host={PG[0]} port={PG[1]} user=postgres dbname=postgres", autocommit=True) as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname=%s", (UPSTREAM_USER,)).fetchone():
+            c.execute(f"CREATE ROLE {UPSTREAM_USER} LOGIN SUPERUSER PASSWORD '{UPSTREAM_PASSWORD}'")
+        if not c.execute("SELECT 1 FROM pg_database WHERE datname=%s", (PG_DB,)).fetchone():
+            c.execute(f"CREATE DATABASE {PG_DB} OWNER {UPSTREAM_USER}")
+    sh(["pgbench", "-i", "-q", "-s", str(scale), "-h", PG[0], "-p", str(PG[1]), "-U", "postgres", PG_DB])
+    m = pymysql.connect(host=MY[0], port=MY[1], user="root", password="", ssl_disabled=True, autocommit=True)
+    with m.cursor() as cur:
+        cur.execute("SELECT host FROM mysql.user WHERE user = ''")
+        for (host,) in cur.fetchall():
+            cur.execute(f"DROP USER ''@'{host}'")
+        cur.execute(f"CREATE USER IF NOT EXISTS '{UPSTREAM_USER}'@'%' IDENTIFIED BY '{UPSTREAM_PASSWORD}'")
+        cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{UPSTREAM_USER}'@'%'")
+        cur.execute(f"DROP DATABASE IF EXISTS {MY_DB}")
+        cur.execute(f"CREATE DATABASE {MY_DB}")
+    m.close()
+    sh([*sysbench_base("oltp_read_only", MY[1], "root", "", 1, sb_rows), "prepare"])
+
+
+BENCH_POLICY = """\
+version: 1
+users:
+  - username: {user}
+    password: env:DBWARD_BENCH_PASSWORD
+connections:
+  - name: bench-pg
+    engine: postgres
+    host: 127.0.0.1
+    port: 5432
+    database: {pg_db}
+    username: {up_user}
+    password: env:DBWARD_BENCH_UPSTREAM
+    tls_mode: disable
+    listen_port: {pg_port}
+  - name: bench-maria
+    engine: mysql
+    host: 127.0.0.1
+    port: 3306
+    database: {my_db}
+    username: {up_user}
+    password: env:DBWARD_BENCH_UPSTREAM
+    tls_mode: disable
+    listen_port: {my_port}
+grants:
+  - name: bench-pg-rw
+    subject: user:{user}
+    connection: bench-pg
+    privileges: [read, write]
+  - name: bench-maria-rw
+    subject: user:{user}
+    connection: bench-maria
+    privileges: [read, write]
+"""
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+
+
+def start_dbward(work: Path) -> Proc:
+    data = work / "dbward"
+    env = {
+        **os.environ,
+        "DBWARD_BENCH_PASSWORD": PASSWORD,
+        "DBWARD_BENCH_UPSTREAM": UPSTREAM_PASSWORD,
+        "DBWARD_LOG_LEVEL": "WARNING",
+    }
+    sh([str(BIN / "dbward"), "init", "--data-dir", str(data)], env=env)
+    policy = work / "bench-policy.yaml"
+    policy.write_text(
+        BENCH_POLICY.format(
+            user=USER,
+            pg_db=PG_DB,
+            my_db=MY_DB,
+            up_user=UPSTREAM_USER,
+            pg_port=PORTS["dbward-pg"],
+            my_port=PORTS["dbward-my"],
+        )
+    )
+    sh([str(BIN / "dbward"), "apply", "-f", str(policy), "--data-dir", str(data)], env=env)
+    log = work / "dbward.log"
+    p = subprocess.Popen(
+        [str(BIN / "dbward"), "up", "--data-dir", str(data)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    wait_port(PORTS["dbward-pg"])
+    wait_port(PORTS["dbward-my"])
+    return Proc("dbward", p, log)
+
+
+def start_pgbouncer(work: Path) -> Proc:
+    ini = work / "pgbouncer.ini"
+    users = work / "userlist.txt"
+    users.write_text(f'"postgres" ""\n"{USER}" ""\n')
+    ini.write_text(
+        f"""[databases]
+{PG_DB} = host={PG[0]} port={PG[1]} dbname={PG_DB} user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {PORTS["pgbouncer"]}
+auth_type = trust
+auth_file = {users}
+pool_mode = session
+max_client_conn = 200
+default_pool_size = 40
+unix_socket_dir =
+logfile = {work / "pgbouncer.log"}
+pidfile = {work / "pgbouncer.pid"}
+"""
+    )
+    log = work / "pgbouncer.out"
+    cmd = ["pgbouncer", str(ini)]
+    if os.geteuid() == 0:
+        cmd = ["pgbouncer", "-u", "postgres", str(ini)]
+        shutil.chown(work, "postgres")
+        for f in (ini, users):
+            shutil.chown(f, "postgres")
+    p = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    wait_port(PORTS["pgbouncer"])
+    return Proc("pgbouncer", p, log)
+
+
+def start_socat(work: Path) -> Proc:
+    log = work / "socat.log"
+    p = subprocess.Popen(
+        [
+            "socat",
+            f"TCP-LISTEN:{PORTS['socat']},bind=127.0.0.1,reuseaddr,fork,nodelay",
+            f"TCP:{MY[0]}:{MY[1]},nodelay",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_port(PORTS["socat"])
+    return Proc("socat", p, log)
+
+
+# --------------------------------------------------------------------------- workloads
+@dataclass
+class Sample:
+    suite: str
+    workload: str
+    clients: int
+    setup: str
+    rep: int
+    tps: float
+    statements: int
+    seconds: float
+    cpu_us_per_statement: float | None = None
+    errors: int = 0
+
+
+@dataclass
+class Report:
+    started: str
+    machine: dict[str, Any]
+    args: dict[str, Any]
+    samples: list[Sample] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pg_target(setup: str) -> tuple[int, str, dict[str, str]]:
+    if setup == "direct":
+        return PG[1], "postgres", {}
+    if setup == "pgbouncer":
+        return PORTS["pgbouncer"], "postgres", {}
+    return PORTS["dbward-pg"], USER, {"PGPASSWORD": PASSWORD}
+
+
+def run_pgbench(
+    workload: str, mode: str, clients: int, setup: str, duration: int, work: Path
+) -> tuple[int, float, int]:
+    port, user, env = pg_target(setup)
+    args = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-M", mode]
+    args += ["-c", str(clients), "-j", str(min(clients, 2)), "-T", str(duration)]
+    if workload == "select-only":
+        args.append("-S")
+    else:
+        script = work / "select1.sql"
+        script.write_text("SELECT 1;\n")
+        args += ["-f", str(script)]
+    args.append(PG_DB)
+    out = subprocess.run(args, text=True, capture_output=True, env={**os.environ, **env})
+    text = out.stdout + out.stderr
+    done = re.search(r"number of transactions actually processed: (\d+)", text)
+    failed = re.search(r"number of failed transactions: (\d+)", text)
+    tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
+    if out.returncode != 0 or not done or not tps:
+        raise RuntimeError(f"pgbench through {setup} failed:\n{text[-2000:]}")
+    return int(done.group(1)), float(tps.group(1)), int(failed.group(1)) if failed else 0
+
+
+def sysbench_base(test: str, port: int, user: str, password: str, threads: int, rows: int) -> list[str]:
+    return [
+        "sysbench",
+        test,
+        "--db-driver=mysql",
+        "--mysql-host=127.0.0.1",
+        f"--mysql-port={port}",
+        f"--mysql-user={user}",
+        f"--mysql-password={password}",
+        f"--mysql-db={MY_DB}",
+        "--mysql-ssl=off",
+        "--tables=2",
+        f"--table-size={rows}",
+        f"--threads={threads}",
+    ]
+
+
+def run_sysbench(test: str, threads: int, setup: str, duration: int, rows: int) -> tuple[int, float, int]:
+    if setup == "dbward":
+        port, user, password = PORTS["dbward-my"], USER, PASSWORD
+    else:
+        port, user, password = (MY[1] if setup == "direct" else PORTS["socat"]), "root", ""
+    cmd = [
+        *sysbench_base(test, port, user, password, threads, rows),
+        f"--time={duration}",
+        "--report-interval=0",
+        "run",
+    ]
+    out = subprocess.run(cmd, text=True, capture_output=True)
+    text = out.stdout + out.stderr
+    q = re.search(r"queries:\s+(\d+)\s+\(([\d.]+) per sec", text)
+    errs = re.search(r"ignored errors:\s+(\d+)", text)
+    if out.returncode != 0 or not q:
+        raise RuntimeError(f"sysbench through {setup} failed:\n{text[-2000:]}")
+    return int(q.group(1)), float(q.group(2)), int(errs.group(1)) if errs else 0
+
+
+def stream_pg(setup: str) -> float:
+    port, user, env = pg_target(setup)
+    sql = "SELECT g, md5(g::text) || md5((g+1)::text) || repeat('x', 30) AS payload FROM generate_series(1, 1000000) g"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            "psql",
+            "-X",
+            "-q",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-U",
+            user,
+            "-d",
+            PG_DB,
+            "-c",
+            sql,
+            "-o",
+            "/dev/null",
+        ],
+        check=True,
+        env={**os.environ, **env},
+        capture_output=True,
+    )
+    return time.perf_counter() - t0
+
+
+def stream_mysql(setup: str) -> float:
+    if setup == "dbward":
+        port, user, password = PORTS["dbward-my"], USER, PASSWORD
+    else:
+        port, user, password = (MY[1] if setup == "direct" else PORTS["socat"]), "root", ""
+    sql = "SELECT seq, concat(md5(seq), md5(seq+1), repeat('x', 30)) AS payload FROM seq_1_to_1000000"
+    t0 = time.perf_counter()
+    subprocess.run(
+        [
+            "mariadb",
+            "--skip-ssl",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            str(port),
+            "-u",
+            user,
+            f"-p{password}" if password else "--skip-password",
+            "-N",
+            "-B",
+            MY_DB,
+            "-e",
+            sql,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return time.perf_counter() - t0
+
+
+def idle_sessions(dbward: Proc, count: int) -> dict[str, float]:
+    """RSS of dbward with ``count`` idle authenticated PostgreSQL sessions, and the connect rate."""
+    import psycopg
+
+    before = rss_kib(dbward.pid)
+    conns = []
+    t0 = time.perf_counter()
+    for _ in range(count):
+        conns.append(
+            psycopg.connect(
+                host="127.0.0.1", port=PORTS["dbward-pg"], user=USER, password=PASSWORD, dbname=PG_DB
+            )
+        )
+    elapsed = time.perf_counter() - t0
+    time.sleep(0.5)
+    after = rss_kib(dbward.pid)
+    for c in conns:
+        c.close()
+    return {
+        "sessions": count,
+        "rss_before_mib": round(before / 1024, 1),
+        "rss_after_mib": round(after / 1024, 1),
+        "mib_for_sessions": round((after - before) / 1024, 1),
+        "connects_per_second": round(count / elapsed, 1),
+    }
+
+
+# --------------------------------------------------------------------------- report
+def median_table(report: Report) -> str:
+    cells: dict[tuple[str, str, int], dict[str, list[Sample]]] = {}
+    for s in report.samples:
+        cells.setdefault((s.suite, s.workload, s.clients), {}).setdefault(s.setup, []).append(s)
+    lines = [
+        "| suite | workload | clients | setup | tps median | min-max | ratio to direct | ratio to relay | CPU us/stmt | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (suite, workload, clients), by_setup in cells.items():
+        med = {k: statistics.median(x.tps for x in v) for k, v in by_setup.items()}
+        relay = "pgbouncer" if "pgbouncer" in med else "socat" if "socat" in med else None
+        for setup, samples in by_setup.items():
+            cpu = [x.cpu_us_per_statement for x in samples if x.cpu_us_per_statement is not None]
+            lines.append(
+                f"| {suite} | {workload} | {clients} | {setup} | {med[setup]:.0f} | "
+                f"{min(x.tps for x in samples):.0f}-{max(x.tps for x in samples):.0f} | "
+                f"{med[setup] / med['direct']:.2f} | "
+                f"{(med[setup] / med[relay]) if relay else float('nan'):.2f} | "
+                f"{statistics.median(cpu):.1f} | {sum(x.errors for x in samples)} |"
+                if cpu
+                else f"| {suite} | {workload} | {clients} | {setup} | {med[setup]:.0f} | "
+                f"{min(x.tps for x in samples):.0f}-{max(x.tps for x in samples):.0f} | "
+                f"{med[setup] / med['direct']:.2f} | "
+                f"{(med[setup] / med[relay]) if relay else float('nan'):.2f} | - | {sum(x.errors for x in samples)} |"
+            )
+    return "\n".join(lines)
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem = 0
+    with contextlib.suppress(OSError):
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postgres": sh(["psql", "--version"]).stdout.strip(),
+        "mariadb": sh(["mariadb", "--version"]).stdout.strip(),
+    }
+
+
+def markdown(report: Report) -> str:
+    m = report.machine
+    out = [
+        f"# dbward performance ({report.started[:10]})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_mib']} MiB, Linux {m['kernel']}, Python {m['python']}; "
+        f"{m['postgres']}; {m['mariadb']}. Everything (clients, relays, databases) shares these cores.",
+        "",
+        f"Run: `python bench/run.py {' '.join(report.args.get('argv', []))}`; each cell repeated "
+        f"{report.args['repeat']} times with the setups alternating, {report.args['duration']} s per run. "
+        "tps = transactions (pgbench) or queries (sysbench) per second; CPU us/stmt = the relay "
+        "process's own CPU time over the run divided by the statements it carried.",
+        "",
+        median_table(report),
+        "",
+    ]
+    for key, value in report.extra.items():
+        out.append(f"**{key}**: `{json.dumps(value)}`")
+        out.append("")
+    return "\n".join(out)
+
+
+@contextlib.contextmanager
+def relays(work: Path, want: set[str]) -> Iterator[dict[str, Proc]]:
+    procs: dict[str, Proc] = {}
+    try:
+        if "dbward" in want:
+            procs["dbward"] = start_dbward(work)
+        if "pgbouncer" in want:
+            procs["pgbouncer"] = start_pgbouncer(work)
+        if "socat" in want:
+            procs["socat"] = start_socat(work)
+        yield procs
+    finally:
+        for p in procs.values():
+            p.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer cells and shorter runs, for a first look")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--suites", default="pg,mysql,stream,sessions", help="comma-separated: pg,mysql,stream,sessions"
+    )
+    ap.add_argument("--clients", default="1,8,32")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.clients = min(args.duration, 3), "1,8"
+    if args.repeat < 3:
+        ap.error("--repeat must be at least 3: a cell needs three runs to have a median worth reading")
+    clients = [int(c) for c in args.clients.split(",")]
+    suites = set(args.suites.split(","))
+    report = Report(
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+        machine=machine(),
+        args={**vars(args), "out": str(args.out), "argv": sys.argv[1:]},
+    )
+    prepare_databases(scale=10, sb_rows=10000)
+    with tempfile.TemporaryDirectory(prefix="dbward-bench-") as tmp:
+        work = Path(tmp)
+        os.chmod(work, 0o755)
+        with relays(work, {"dbward", "pgbouncer", "socat"}) as procs:
+            if "pg" in suites:
+                for workload in ("select-only", "select-1"):
+                    for mode in ("simple", "prepared"):
+                        for c in clients:
+                            for rep in range(args.repeat):
+                                order = ["direct", "pgbouncer", "dbward"]
+                                order = order[rep % 3 :] + order[: rep % 3]
+                                for setup in order:
+                                    relay = procs.get(setup)
+                                    cpu0 = cpu_seconds(relay.pid) if relay else None
+                                    n, tps, errs = run_pgbench(workload, mode, c, setup, args.duration, work)
+                                    cpu = (
+                                        ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
+                                        if relay and cpu0 is not None and n
+                                        else None
+                                    )
+                                    report.samples.append(
+                                        Sample(
+                                            "postgres",
+                                            f"{workload} {mode}",
+                                            c,
+                                            setup,
+                                            rep,
+                                            tps,
+                                            n,
+                                            args.duration,
+                                            cpu,
+                                            errs,
+                                        )
+                                    )
+                                    print(f"pg {workload} {mode} c={c} {setup}: {tps:.0f} tps", flush=True)
+            if "mysql" in suites:
+                for test in ("oltp_point_select", "oltp_read_only"):
+                    for c in clients:
+                        for rep in range(args.repeat):
+                            order = ["direct", "socat", "dbward"]
+                            order = order[rep % 3 :] + order[: rep % 3]
+                            for setup in order:
+                                relay = procs.get(setup)
+                                cpu0 = cpu_seconds(relay.pid) if relay else None
+                                n, qps, errs = run_sysbench(test, c, setup, args.duration, 10000)
+                                cpu = (
+                                    ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
+                                    if relay and cpu0 is not None and n
+                                    else None
+                                )
+                                report.samples.append(
+                                    Sample("mariadb", test, c, setup, rep, qps, n, args.duration, cpu, errs)
+                                )
+                                print(f"mysql {test} t={c} {setup}: {qps:.0f} qps", flush=True)
+            if "stream" in suites:
+                stream: dict[str, dict[str, list[float]]] = {"psql": {}, "mariadb": {}}
+                dbw = procs["dbward"]
+                rss: list[int] = []
+                for _ in range(args.repeat):
+                    for setup in ("direct", "dbward"):
+                        stream["psql"].setdefault(setup, []).append(stream_pg(setup))
+                        rss.append(rss_kib(dbw.pid))
+                        stream["mariadb"].setdefault(setup, []).append(stream_mysql(setup))
+                        rss.append(rss_kib(dbw.pid))
+                summary = {}
+                for client, by_setup in stream.items():
+                    med = {k: statistics.median(v) for k, v in by_setup.items()}
+                    summary[client] = {
+                        "seconds_median": {k: round(v, 2) for k, v in med.items()},
+                        "throughput_ratio_to_direct": {
+                            k: round(med["direct"] / v, 2) for k, v in med.items()
+                        },
+                    }
+                summary["dbward_rss_mib_during_streams"] = [round(x / 1024, 1) for x in rss]
+                report.extra["1M-row stream (psql, mariadb)"] = summary
+            if "sessions" in suites:
+                report.extra["1,000 idle sessions"] = idle_sessions(
+                    procs["dbward"], 1000 if not args.quick else 200
+                )
+    bench_audit = subprocess.run(
+        [str(BIN / "python"), str(ROOT / "bench" / "bench_audit.py"), "--events", "20000"],
+        text=True,
+        capture_output=True,
+    )
+    if bench_audit.returncode == 0:
+        report.extra["audit journal (events/s, added latency)"] = json.loads(bench_audit.stdout)
+    analysis = ROOT / "bench" / "bench_analysis.py"
+    if analysis.exists():
+        res = subprocess.run([str(BIN / "python"), str(analysis), "--json"], text=True, capture_output=True)
+        if res.returncode == 0:
+            with contextlib.suppress(ValueError):
+                report.extra["decisions (SQL analysis, us)"] = json.loads(res.stdout)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = report.started.replace(":", "").replace("-", "")
+    (args.out / f"{stamp}.json").write_text(json.dumps(asdict(report), indent=2))
+    md = markdown(report)
+    (args.out / f"{stamp}.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
