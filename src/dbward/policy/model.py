@@ -1,10 +1,20 @@
-"""Decisions are values: allow, deny or require approval, with the reasons and rule ids."""
+"""Decisions are values: allow, deny or require approval, with the reasons and rule ids; and
+the policy set they come from (grants, privilege types, query rules, connection settings)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, time
 from enum import StrEnum
-from typing import Any
+from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+
+from dbward.sql.model import StatementKind
 
 
 class Effect(StrEnum):
@@ -48,3 +58,366 @@ class Decision:
     @classmethod
     def deny(cls, reason: str, *rule_ids: str) -> Decision:
         return cls(effect=Effect.DENY, reasons=(reason,), rule_ids=tuple(rule_ids))
+
+
+# ---------------------------------------------------------------------------------------
+# The policy set: grants, privilege types, query rules and per-connection settings.
+#
+# Plain frozen pydantic models, so that the `dbward apply` YAML and the store can build them
+# from dicts (``PolicySet.model_validate(data)``) and nothing here does I/O. The evaluator
+# (:mod:`dbward.policy.evaluator`) compiles a PolicySet once per version.
+
+
+class SubjectType(StrEnum):
+    USER = "user"
+    GROUP = "group"
+    ROLE = "role"
+
+
+class Subject(BaseModel):
+    """Who a grant or rule is for. Also accepted as the string ``"role:analyst"``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: SubjectType
+    name: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            kind, sep, name = data.partition(":")
+            if not sep or not name:
+                raise ValueError(
+                    f"a subject is written type:name (user:alice, group:dba, role:analyst), not {data!r}"
+                )
+            return {"type": kind.strip(), "name": name.strip()}
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.type.value} {self.name}"
+
+
+class Scope(BaseModel):
+    """Where a grant applies on its connection. Empty lists mean "any"; all empty means the
+    whole connection. Patterns are shell globs (``sales_*``), matched case-insensitively.
+
+    ``databases`` are MySQL databases or PostgreSQL databases; ``schemas`` are PostgreSQL
+    schemas (in MySQL a schema is a database, so either list works); ``tables`` are
+    ``schema.table`` or bare ``table`` patterns and cover tables and views.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    databases: tuple[str, ...] = ()
+    schemas: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+
+    @property
+    def whole_connection(self) -> bool:
+        return not (self.databases or self.schemas or self.tables)
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if self.databases:
+            parts.append(", ".join(self.databases))
+        if self.schemas:
+            parts.append("schema " + ", ".join(self.schemas))
+        if self.tables:
+            parts.append("table " + ", ".join(self.tables))
+        return " ".join(parts) if parts else "the whole connection"
+
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+_WEEKDAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+
+
+class TimeWindow(BaseModel):
+    """Weekdays and hours in a time zone. ``end`` at or before ``start`` crosses midnight:
+    a window 22:00-06:00 on Monday covers Monday 22:00 to Tuesday 06:00."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    weekdays: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)  # 0 = Monday
+    start: time = time(0, 0)
+    end: time = time(0, 0)  # 00:00-00:00 is the whole day
+    timezone: str = "UTC"
+
+    @field_validator("weekdays", mode="before")
+    @classmethod
+    def _days(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [d for d in v.replace(",", " ").split() if d]
+        out: list[int] = []
+        for d in v:
+            if isinstance(d, str):
+                key = d.strip().lower()[:3]
+                if key not in _WEEKDAYS:
+                    raise ValueError(f"unknown weekday {d!r} (use mon..sun or 0..6, Monday = 0)")
+                out.append(_WEEKDAYS[key])
+            else:
+                out.append(int(d))
+        if any(x < 0 or x > 6 for x in out):
+            raise ValueError("weekdays are 0..6 with Monday = 0")
+        return tuple(sorted(set(out)))
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    def contains(self, now: datetime) -> bool:
+        local = now.astimezone(_zone(self.timezone))
+        t = local.time().replace(tzinfo=None)
+        day = local.weekday()
+        if self.end > self.start:
+            return day in self.weekdays and self.start <= t < self.end
+        # crosses midnight (or whole day when start == end)
+        if day in self.weekdays and t >= self.start:
+            return True
+        return (day - 1) % 7 in self.weekdays and t < self.end and self.end != self.start
+
+    def describe(self) -> str:
+        names = [k for k, v in sorted(_WEEKDAYS.items(), key=lambda kv: kv[1]) if v in self.weekdays]
+        days = "every day" if len(names) == 7 else ",".join(names)
+        return f"{days} {self.start:%H:%M}-{self.end:%H:%M} {self.timezone}"
+
+
+class Conditions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    windows: tuple[TimeWindow, ...] = ()  # any one must contain the moment
+    client_ips: tuple[IPv4Network | IPv6Network, ...] = ()  # any one must contain the client
+
+    @field_validator("client_ips", mode="before")
+    @classmethod
+    def _nets(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        return tuple(ip_network(x, strict=False) for x in v)
+
+    @field_validator("valid_from", "valid_until")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+    @property
+    def time_dependent(self) -> bool:
+        return bool(self.windows or self.valid_from or self.valid_until)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.time_dependent or self.client_ips)
+
+
+class Grant(BaseModel):
+    """A subject holds privilege types on a scope of one connection (or a glob of them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    subject: Subject
+    connection: str  # connection name or glob ("*" = every connection)
+    privileges: tuple[str, ...]
+    scope: Scope = Scope()
+    conditions: Conditions = Conditions()
+
+    @field_validator("privileges", mode="before")
+    @classmethod
+    def _privs(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v
+
+
+class PrivilegeType(BaseModel):
+    """A named bundle of statement kinds; ``includes`` pulls in other bundles."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    kinds: frozenset[StatementKind] = frozenset()
+    includes: tuple[str, ...] = ()
+    description: str = ""
+
+    @field_validator("kinds", mode="before")
+    @classmethod
+    def _kinds(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        out = []
+        for k in v:
+            if isinstance(k, StatementKind):
+                out.append(k)
+                continue
+            key = str(k).strip().upper().replace("_", " ")
+            match = next(
+                (m for m in StatementKind if m.value == key or m.name == str(k).strip().upper()), None
+            )
+            if match is None:
+                raise ValueError(f"unknown statement kind {k!r}")
+            out.append(match)
+        return frozenset(out)
+
+
+_RO = frozenset(
+    {
+        StatementKind.SELECT,
+        StatementKind.SHOW,
+        StatementKind.EXPLAIN,
+        StatementKind.USE,
+        StatementKind.SET,
+        StatementKind.TRANSACTION,
+        StatementKind.SESSION,
+        StatementKind.EXECUTE,  # a PREPARE is checked as the statement it prepares
+        StatementKind.COPY_TO,
+    }
+)
+_RW = _RO | {
+    StatementKind.INSERT,
+    StatementKind.UPDATE,
+    StatementKind.DELETE,
+    StatementKind.MERGE,
+    StatementKind.UPSERT,
+    StatementKind.COPY_FROM,
+    StatementKind.CALL,
+    StatementKind.LOCK,
+    StatementKind.NOTIFY,
+}
+_DDL = frozenset(
+    {
+        StatementKind.CREATE,
+        StatementKind.ALTER,
+        StatementKind.DROP,
+        StatementKind.TRUNCATE,
+        StatementKind.RENAME,
+        StatementKind.MAINTENANCE,
+    }
+)
+
+BUILTIN_PRIVILEGE_TYPES: tuple[PrivilegeType, ...] = (
+    PrivilegeType(name="read-only", kinds=_RO, description="read data and metadata; session settings"),
+    PrivilegeType(name="read-write", kinds=_RW, description="read-only plus data changes and routine calls"),
+    PrivilegeType(name="ddl", kinds=_DDL, description="create, alter, drop, truncate and rename objects"),
+    PrivilegeType(
+        name="admin", kinds=frozenset(StatementKind), description="everything, including GRANT/REVOKE"
+    ),
+)
+
+
+class RuleAction(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    REQUIRE_APPROVAL = "require_approval"
+
+
+class MatchType(StrEnum):
+    EXACT = "exact"  # the statement text, whitespace at both ends ignored
+    REGEX = "regex"  # re.search over the statement text (case-insensitive)
+    FINGERPRINT = "fingerprint"  # the normalized fingerprint, or its hash
+
+
+class QueryRule(BaseModel):
+    """A rule on statement text, evaluated in priority order (lower numbers first); the first
+    matching rule applies. ``deny`` refuses; ``require_approval`` sends the statement for
+    approval; ``allow`` exempts it from later rules and from the connection's approval
+    settings, and lets a statement the analyser cannot read through (the rule vouches for
+    it). No rule replaces grants: the objects touched must still be granted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    priority: int = 100
+    match: MatchType
+    pattern: str
+    action: RuleAction
+    connection: str | None = None  # a name or glob; None = every connection
+    subjects: tuple[Subject, ...] = ()  # empty = everyone
+    message: str | None = None
+    enabled: bool = True
+
+    @model_validator(mode="after")
+    def _check_regex(self) -> QueryRule:
+        if self.match is MatchType.REGEX:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"rule {self.id}: invalid regular expression: {exc}") from exc
+        return self
+
+
+class ApprovalTrigger(StrEnum):
+    UPDATE_WITHOUT_WHERE = "UPDATE WITHOUT WHERE"
+    DELETE_WITHOUT_WHERE = "DELETE WITHOUT WHERE"
+
+
+class ConnectionPolicy(BaseModel):
+    """Settings of one connection (or a glob of connections)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    connection: str
+    engine: Literal["mysql", "postgres"] | None = None  # for `policy test` and explain
+    max_rows: int | None = None
+    # statement kinds ("DROP", "TRUNCATE") and "UPDATE WITHOUT WHERE"/"DELETE WITHOUT WHERE"
+    approval_required: tuple[str, ...] = ()
+    ledger_tables: tuple[str, ...] = ()  # table patterns whose changes always need approval
+    allow_unknown: bool = False
+    allow_procedural: bool = False  # DO blocks, BEGIN NOT ATOMIC
+    function_calls: Literal["call", "read"] = "call"  # what calling a non-built-in function needs
+
+    @field_validator("approval_required", mode="before")
+    @classmethod
+    def _approval(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        out: list[str] = []
+        for item in v:
+            key = str(item).strip().upper().replace("_", " ")
+            if key in {t.value for t in ApprovalTrigger}:
+                out.append(key)
+                continue
+            if key not in {k.value for k in StatementKind}:
+                raise ValueError(f"unknown statement kind or trigger {item!r} in approval_required")
+            out.append(key)
+        return tuple(out)
+
+
+class PolicySet(BaseModel):
+    """Everything the evaluator needs, with a version that changes whenever anything does."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: int = 0
+    grants: tuple[Grant, ...] = ()
+    privilege_types: tuple[PrivilegeType, ...] = ()  # custom ones; the built-ins are always there
+    rules: tuple[QueryRule, ...] = ()
+    connections: tuple[ConnectionPolicy, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> PolicySet:
+        names = {p.name for p in BUILTIN_PRIVILEGE_TYPES} | {p.name for p in self.privilege_types}
+        for g in self.grants:
+            for priv in g.privileges:
+                if priv not in names:
+                    raise ValueError(f"grant {g.name}: unknown privilege type {priv!r}")
+        for pt in self.privilege_types:
+            for inc in pt.includes:
+                if inc not in names:
+                    raise ValueError(f"privilege type {pt.name}: includes unknown type {inc!r}")
+        seen: set[str] = set()
+        for r in self.rules:
+            if r.id in seen:
+                raise ValueError(f"rule id {r.id!r} is used twice")
+            seen.add(r.id)
+        return self

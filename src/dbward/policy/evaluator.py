@@ -1,0 +1,750 @@
+"""The policy evaluator: grants, query rules and connection settings applied to an analysed
+statement, producing a :class:`~dbward.policy.model.Decision`.
+
+:class:`PolicyEvaluator` implements the gate's :class:`~dbward.policy.decider.PolicyDecider`
+on top of a provider of the current :class:`~dbward.policy.model.PolicySet` (the store, in
+production). Evaluation itself (:func:`evaluate`) is a pure function of the compiled policy,
+the principal, the connection, the :class:`~dbward.sql.model.Analysis`, the client address
+and the moment; :func:`explain` runs the same code with a trace.
+
+The order of evaluation, and what each step can say:
+
+1. grants that apply to the principal on the connection, with their conditions (validity,
+   time windows, client IP ranges) evaluated now; none -> deny (``default:deny``);
+2. query rules in priority order, the first match wins: deny -> deny; require approval ->
+   approval once the grants allow it; allow -> later rules and approval settings skipped;
+3. statements the analyser could not read -> deny unless the connection allows unknown
+   statements or an allow rule vouches for the text; DO blocks likewise (``allow_procedural``);
+4. every (kind, object) the statement touches must be covered by an applicable grant whose
+   privilege types include that kind; kinds found where objects could not be read need a
+   grant on the whole connection;
+5. the connection's approval settings (kinds, UPDATE/DELETE without WHERE, ledger tables);
+6. allow, with the connection's row limit.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import Literal, Protocol
+
+from dbward.domain import Principal, SessionInfo, Statement, Target
+from dbward.policy.model import (
+    BUILTIN_PRIVILEGE_TYPES,
+    ApprovalTrigger,
+    ConnectionPolicy,
+    Decision,
+    Effect,
+    Grant,
+    MatchType,
+    PolicySet,
+    QueryRule,
+    RuleAction,
+    Subject,
+    SubjectType,
+)
+from dbward.sql import analyze
+from dbward.sql.model import DDL_KINDS, WRITE_KINDS, Access, Analysis, ObjectRef, ObjectType, StatementKind
+
+K = StatementKind
+Clock = Callable[[], datetime]
+
+DECISION_CACHE_SIZE = 16384
+
+
+class PolicySetProvider(Protocol):
+    async def current(self) -> PolicySet: ...
+
+
+class StaticPolicySetProvider:
+    """A provider holding one policy set (tests, ``policy test``, ``policy explain``)."""
+
+    def __init__(self, policy_set: PolicySet) -> None:
+        self.policy_set = policy_set
+
+    async def current(self) -> PolicySet:
+        return self.policy_set
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
+
+
+def _any(patterns: tuple[re.Pattern[str], ...], value: str | None) -> bool:
+    return value is not None and any(p.match(value) for p in patterns)
+
+
+@lru_cache(maxsize=4096)
+def _parse_ip(host: str) -> IPv4Address | IPv6Address | None:
+    try:
+        addr = ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+@dataclass(frozen=True, slots=True)
+class _CGrant:
+    grant: Grant
+    kinds: frozenset[StatementKind]
+    databases: tuple[re.Pattern[str], ...]
+    schemas: tuple[re.Pattern[str], ...]
+    tables_qualified: tuple[re.Pattern[str], ...]
+    tables_bare: tuple[re.Pattern[str], ...]
+    table_schema_parts: tuple[re.Pattern[str], ...]
+
+    @property
+    def name(self) -> str:
+        return self.grant.name
+
+    def covers(self, obj: ObjectRef, kind: StatementKind) -> bool:
+        s = self.grant.scope
+        if s.whole_connection:
+            return True
+        if self.databases and not _any(self.databases, obj.database):
+            return False
+        if self.schemas and not _any(self.schemas, obj.schema):
+            return False
+        if s.tables:
+            if obj.type is ObjectType.DATABASE:
+                # a table grant lets its holder USE (and SHOW) the database holding the tables
+                return kind in (K.USE, K.SHOW) and (
+                    not self.table_schema_parts or _any(self.table_schema_parts, obj.schema)
+                )
+            if obj.type not in (ObjectType.TABLE, ObjectType.OTHER):
+                return False
+            qualified = f"{obj.schema}.{obj.name}" if obj.schema else obj.name
+            return any(p.match(qualified) for p in self.tables_qualified) or any(
+                p.match(obj.name) for p in self.tables_bare
+            )
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class _CRule:
+    rule: QueryRule
+    regex: re.Pattern[str] | None
+    connection: re.Pattern[str] | None
+
+
+def _subject_matches(subject: Subject, p: Principal) -> bool:
+    match subject.type:
+        case SubjectType.USER:
+            return subject.name == p.username
+        case SubjectType.GROUP:
+            return subject.name in p.groups
+        case SubjectType.ROLE:
+            return subject.name in p.roles
+        case _:
+            return False
+
+
+class CompiledPolicy:
+    """A PolicySet prepared for evaluation: privilege types resolved, globs compiled, rules
+    sorted, per-(principal, connection) selections memoised."""
+
+    def __init__(self, policy_set: PolicySet) -> None:
+        self.policy_set = policy_set
+        self.version = policy_set.version
+        self.types: dict[str, frozenset[StatementKind]] = {}
+        custom = {p.name: p for p in policy_set.privilege_types}
+        builtin = {p.name: p for p in BUILTIN_PRIVILEGE_TYPES}
+        self.type_order: list[str] = [p.name for p in BUILTIN_PRIVILEGE_TYPES if p.name not in custom]
+        self.type_order += [p.name for p in policy_set.privilege_types]
+        all_types = {**builtin, **custom}
+
+        def resolve(name: str, seen: frozenset[str]) -> frozenset[StatementKind]:
+            if name in seen:
+                raise ValueError(f"privilege type {name} includes itself")
+            t = all_types[name]
+            kinds = set(t.kinds)
+            for inc in t.includes:
+                kinds |= resolve(inc, seen | {name})
+            return frozenset(kinds)
+
+        for name in all_types:
+            self.types[name] = resolve(name, frozenset())
+        self.grants: tuple[tuple[re.Pattern[str], _CGrant], ...] = tuple(
+            (_glob(g.connection), self._compile_grant(g)) for g in policy_set.grants
+        )
+        ordered = sorted(enumerate(policy_set.rules), key=lambda ir: (ir[1].priority, ir[0]))
+        self.rules: tuple[_CRule, ...] = tuple(
+            _CRule(
+                r,
+                re.compile(r.pattern, re.IGNORECASE | re.DOTALL) if r.match is MatchType.REGEX else None,
+                _glob(r.connection) if r.connection is not None else None,
+            )
+            for _, r in ordered
+            if r.enabled
+        )
+        self.connections = tuple((_glob(c.connection), c) for c in policy_set.connections)
+        self._grant_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CGrant, ...]] = {}
+        self._rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CRule, ...]] = {}
+        self._conn_memo: dict[str, tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]] = {}
+        self._text_rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], bool] = {}
+
+    def _compile_grant(self, g: Grant) -> _CGrant:
+        s = g.scope
+        qualified = tuple(_glob(t) for t in s.tables if "." in t)
+        bare = tuple(_glob(t) for t in s.tables if "." not in t)
+        schema_parts = tuple(_glob(t.rsplit(".", 1)[0]) for t in s.tables if "." in t)
+        if bare:
+            schema_parts = ()  # a bare table pattern can be in any database
+        kinds: set[StatementKind] = set()
+        for p in g.privileges:
+            kinds |= self.types[p]
+        return _CGrant(
+            grant=g,
+            kinds=frozenset(kinds),
+            databases=tuple(_glob(d) for d in s.databases),
+            schemas=tuple(_glob(d) for d in s.schemas),
+            tables_qualified=qualified,
+            tables_bare=bare,
+            table_schema_parts=schema_parts,
+        )
+
+    def grants_for(self, p: Principal, connection: str) -> tuple[_CGrant, ...]:
+        key = (p.username, p.groups, p.roles, connection)
+        hit = self._grant_memo.get(key)
+        if hit is None:
+            hit = tuple(
+                cg
+                for conn, cg in self.grants
+                if conn.match(connection) and _subject_matches(cg.grant.subject, p)
+            )
+            if len(self._grant_memo) > 4096:
+                self._grant_memo.clear()
+            self._grant_memo[key] = hit
+        return hit
+
+    def rules_for(self, p: Principal, connection: str) -> tuple[_CRule, ...]:
+        key = (p.username, p.groups, p.roles, connection)
+        hit = self._rule_memo.get(key)
+        if hit is None:
+            hit = tuple(
+                r
+                for r in self.rules
+                if (r.connection is None or r.connection.match(connection))
+                and (not r.rule.subjects or any(_subject_matches(s, p) for s in r.rule.subjects))
+            )
+            if len(self._rule_memo) > 4096:
+                self._rule_memo.clear()
+            self._rule_memo[key] = hit
+        return hit
+
+    def has_text_rules(self, p: Principal, connection: str) -> bool:
+        """Whether an exact or regex rule could apply (then decisions depend on the text)."""
+        key = (p.username, p.groups, p.roles, connection)
+        hit = self._text_rule_memo.get(key)
+        if hit is None:
+            hit = any(r.rule.match is not MatchType.FINGERPRINT for r in self.rules_for(p, connection))
+            if len(self._text_rule_memo) > 4096:
+                self._text_rule_memo.clear()
+            self._text_rule_memo[key] = hit
+        return hit
+
+    def connection_policy(self, name: str) -> tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]:
+        hit = self._conn_memo.get(name)
+        if hit is None:
+            exact = next((c for _, c in self.connections if c.connection == name), None)
+            found = exact or next((c for g, c in self.connections if g.match(name)), None)
+            cp = found or ConnectionPolicy(connection=name)
+            hit = (cp, tuple(_glob(t) for t in cp.ledger_tables))
+            if len(self._conn_memo) > 4096:
+                self._conn_memo.clear()
+            self._conn_memo[name] = hit
+        return hit
+
+    def needed_for(self, kind: StatementKind) -> str:
+        names = [n for n in self.type_order if kind in self.types[n]]
+        return names[0] if names else "a privilege type that includes " + kind.value
+
+
+# ---------------------------------------------------------------------------------------
+# conditions
+
+
+def _condition_failure(
+    g: Grant, now: datetime, client: IPv4Address | IPv6Address | None, host: str
+) -> str | None:
+    c = g.conditions
+    if c.empty:
+        return None
+    if c.valid_from is not None and now < c.valid_from:
+        return f"grant {g.name} is not valid before {c.valid_from.isoformat()}"
+    if c.valid_until is not None and now >= c.valid_until:
+        return f"grant {g.name} expired at {c.valid_until.isoformat()}"
+    if c.windows and not any(w.contains(now) for w in c.windows):
+        return f"grant {g.name} applies only {' or '.join(w.describe() for w in c.windows)}"
+    if c.client_ips:
+        if client is None:
+            return (
+                f"grant {g.name} is limited to client addresses and the client address {host!r} is not an IP"
+            )
+        if not any(client.version == n.version and client in n for n in c.client_ips):
+            nets = ", ".join(str(n) for n in c.client_ips)
+            return f"grant {g.name} applies only from {nets}; the client is {client}"
+    return None
+
+
+@dataclass(slots=True)
+class _Live:
+    live: list[_CGrant] = field(default_factory=list)
+    inactive: list[tuple[_CGrant, str]] = field(default_factory=list)
+    outcomes: tuple[bool, ...] = ()
+
+
+def _live_grants(grants: tuple[_CGrant, ...], now: datetime, host: str) -> _Live:
+    out = _Live()
+    client = _parse_ip(host) if any(g.grant.conditions.client_ips for g in grants) else None
+    outcomes: list[bool] = []
+    for g in grants:
+        failure = _condition_failure(g.grant, now, client, host)
+        if not g.grant.conditions.empty:
+            outcomes.append(failure is None)
+        if failure is None:
+            out.live.append(g)
+        else:
+            out.inactive.append((g, failure))
+    out.outcomes = tuple(outcomes)
+    return out
+
+
+def _describe_grant(g: _CGrant) -> str:
+    return f"{g.grant.subject} has {', '.join(g.grant.privileges)} on {g.grant.scope.describe()}"
+
+
+def _who(p: Principal) -> str:
+    return f"user {p.username}"
+
+
+# ---------------------------------------------------------------------------------------
+# evaluation
+
+
+def decide_connection(
+    cp: CompiledPolicy, principal: Principal, connection: str, client_host: str, now: datetime
+) -> Decision:
+    grants = cp.grants_for(principal, connection)
+    if not grants:
+        return Decision.deny(
+            f"denied: {_who(principal)} has no grant on connection {connection}; ask an administrator for access",
+            "default:deny",
+        )
+    lv = _live_grants(grants, now, client_host)
+    if lv.live:
+        return Decision.allow(
+            f"allowed: {_describe_grant(lv.live[0])} (grant {lv.live[0].name} on connection {connection})",
+            *(f"grant:{g.name}" for g in lv.live),
+        )
+    return Decision(
+        effect=Effect.DENY,
+        reasons=(
+            f"denied: no grant of {_who(principal)} on connection {connection} applies now: "
+            + "; ".join(why for _, why in lv.inactive),
+        ),
+        rule_ids=tuple(f"grant:{g.name}" for g, _ in lv.inactive),
+    )
+
+
+def _rule_matches(r: _CRule, a: Analysis) -> bool:
+    rule = r.rule
+    match rule.match:
+        case MatchType.EXACT:
+            return a.sql.strip().rstrip(";").strip() == rule.pattern.strip().rstrip(";").strip()
+        case MatchType.REGEX:
+            return r.regex is not None and r.regex.search(a.sql) is not None
+        case MatchType.FINGERPRINT:
+            pat = rule.pattern.strip()
+            if pat == a.fingerprint_hash:
+                return True
+            return " ".join(pat.split()) == a.fingerprint
+        case _:
+            return False
+
+
+def evaluate(
+    cp: CompiledPolicy,
+    principal: Principal,
+    connection: str,
+    a: Analysis,
+    client_host: str,
+    now: datetime,
+    trace: list[str] | None = None,
+    *,
+    _live: _Live | None = None,
+) -> Decision:
+    """Decide one analysed statement. Pure; ``trace`` (when given) collects the reasoning."""
+
+    def note(line: str) -> None:
+        if trace is not None:
+            trace.append(line)
+
+    conn, ledger = cp.connection_policy(connection)
+    grants = cp.grants_for(principal, connection)
+    lv = _live if _live is not None else _live_grants(grants, now, client_host)
+    if trace is not None:
+        note(f"analysis: kind {a.kind.value}; kinds {', '.join(sorted(k.value for k in a.kinds))}")
+        for acc in a.accesses:
+            note(f"analysis: {acc.kind.value} on {acc.obj}")
+        for reason in a.reasons:
+            note(f"analysis: {reason}")
+        for g in lv.live:
+            note(f"grant {g.name}: applies ({_describe_grant(g)})")
+        for g, why in lv.inactive:
+            note(f"grant {g.name}: does not apply now: {why}")
+    if not lv.live:
+        if lv.inactive:
+            return Decision(
+                effect=Effect.DENY,
+                reasons=(
+                    f"denied: no grant of {_who(principal)} on connection {connection} applies now: "
+                    + "; ".join(why for _, why in lv.inactive),
+                ),
+                rule_ids=tuple(f"grant:{g.name}" for g, _ in lv.inactive),
+            )
+        return Decision.deny(
+            f"denied: {_who(principal)} has no grant on connection {connection}", "default:deny"
+        )
+
+    # 2. query rules, first match wins
+    allow_rule: QueryRule | None = None
+    approval_reasons: list[str] = []
+    approval_ids: list[str] = []
+    for cr in cp.rules_for(principal, connection):
+        if not _rule_matches(cr, a):
+            continue
+        rule = cr.rule
+        note(f"rule {rule.id} (priority {rule.priority}, {rule.match.value}): matches -> {rule.action.value}")
+        if rule.action is RuleAction.DENY:
+            return Decision.deny(
+                f"denied by rule {rule.id}" + (f": {rule.message}" if rule.message else ""), f"rule:{rule.id}"
+            )
+        if rule.action is RuleAction.REQUIRE_APPROVAL:
+            approval_reasons.append(
+                f"rule {rule.id} requires approval" + (f": {rule.message}" if rule.message else "")
+            )
+            approval_ids.append(f"rule:{rule.id}")
+        else:
+            allow_rule = rule
+        break
+    else:
+        note("rules: none matches")
+
+    # 3. statements dbward cannot see into
+    if K.UNKNOWN in a.kinds and allow_rule is None:
+        why = a.reasons[0] if a.reasons else "it could not be analysed"
+        if not conn.allow_unknown:
+            return Decision.deny(
+                f"denied: dbward could not analyse this statement ({why}); connection {connection} "
+                "does not allow statements it cannot analyse (allow_unknown is off)",
+                f"connection:{connection}:unknown",
+            )
+        note(f"connection {connection}: allow_unknown is on")
+    if K.PROCEDURAL in a.kinds and allow_rule is None and not conn.allow_procedural:
+        return Decision.deny(
+            f"denied: procedural blocks (DO, BEGIN NOT ATOMIC) run code dbward cannot check; connection "
+            f"{connection} does not allow them (allow_procedural is off)",
+            f"connection:{connection}:procedural",
+        )
+
+    # 4. coverage by grants
+    accesses: Iterable[Access] = a.accesses
+    kinds_needed = set(a.kinds)
+    if conn.function_calls == "read" and a.kind is not K.CALL:
+        # calls of functions count as reads of those functions on this connection
+        accesses = [Access(K.SELECT, x.obj) if x.kind is K.CALL else x for x in a.accesses]
+        if K.CALL in kinds_needed:
+            kinds_needed.discard(K.CALL)
+            kinds_needed.add(K.SELECT)
+    used: dict[str, None] = {}
+    with_objects: set[StatementKind] = set()
+    for acc in accesses:
+        with_objects.add(acc.kind)
+        cover = next((g for g in lv.live if acc.kind in g.kinds and g.covers(acc.obj, acc.kind)), None)
+        if cover is None:
+            return _not_covered(cp, principal, connection, lv, acc.kind, acc.obj, note)
+        used[cover.name] = None
+        note(f"coverage: {acc.kind.value} on {acc.obj} by grant {cover.name}")
+    vouched = {K.UNKNOWN, K.PROCEDURAL} if allow_rule is not None else set()
+    for kind in sorted(kinds_needed):
+        if kind in vouched:
+            continue
+        if kind in a.opaque_kinds or kind in (K.UNKNOWN, K.PROCEDURAL):
+            cover = next((g for g in lv.live if kind in g.kinds and g.grant.scope.whole_connection), None)
+            if cover is None:
+                return _not_covered(cp, principal, connection, lv, kind, None, note)
+        elif kind in with_objects:
+            continue
+        else:
+            cover = next((g for g in lv.live if kind in g.kinds), None)
+            if cover is None:
+                return _not_covered(cp, principal, connection, lv, kind, None, note, objectless=True)
+        used[cover.name] = None
+        note(f"coverage: {kind.value} by grant {cover.name}")
+    grant_ids = [f"grant:{n}" for n in used] or [f"grant:{lv.live[0].name}"]
+
+    # 5. approvals
+    if allow_rule is None:
+        required = set(conn.approval_required)
+        for kind in sorted(a.kinds):
+            if kind.value in required:
+                approval_reasons.append(f"connection {connection} requires approval for {kind.value}")
+                approval_ids.append(f"connection:{connection}:approval:{kind.value}")
+        if a.unfiltered_write:
+            for trig, kind in (
+                (ApprovalTrigger.UPDATE_WITHOUT_WHERE, K.UPDATE),
+                (ApprovalTrigger.DELETE_WITHOUT_WHERE, K.DELETE),
+            ):
+                if trig.value in required and kind in a.kinds:
+                    approval_reasons.append(f"connection {connection} requires approval for {trig.value}")
+                    approval_ids.append(f"connection:{connection}:approval:{trig.value}")
+        if ledger:
+            touched = sorted(
+                {
+                    x.obj.qualified
+                    for x in a.accesses
+                    if (x.kind in WRITE_KINDS or x.kind in DDL_KINDS)
+                    and x.obj.type is ObjectType.TABLE
+                    and (any(p.match(x.obj.qualified) or p.match(x.obj.name) for p in ledger))
+                }
+            )
+            opaque_write = any(k in WRITE_KINDS or k in DDL_KINDS for k in a.opaque_kinds)
+            if touched or opaque_write:
+                what = ", ".join(touched) if touched else "tables dbward could not identify"
+                approval_reasons.append(
+                    f"changes to ledger tables of connection {connection} need approval ({what})"
+                )
+                approval_ids.append(f"connection:{connection}:ledger")
+    if approval_reasons:
+        note("approval: " + "; ".join(approval_reasons))
+        return Decision(
+            effect=Effect.REQUIRE_APPROVAL,
+            reasons=("approval required: " + "; ".join(approval_reasons),),
+            rule_ids=(*approval_ids, *grant_ids),
+        )
+
+    # 6. allow
+    kinds_text = ", ".join(sorted(k.value for k in a.kinds if k is not K.UNKNOWN)) or a.kind.value
+    if allow_rule is not None:
+        reason = f"allowed by rule {allow_rule.id}" + (
+            f": {allow_rule.message}" if allow_rule.message else ""
+        )
+        ids = (f"rule:{allow_rule.id}", *grant_ids)
+    else:
+        first = next(g for g in lv.live if g.name in used) if used else lv.live[0]
+        reason = f"allowed: {kinds_text} by grant {first.name} ({_describe_grant(first)})"
+        ids = tuple(grant_ids)
+    if conn.max_rows is not None:
+        reason += f"; at most {conn.max_rows} rows are returned"
+    return Decision(
+        effect=Effect.ALLOW,
+        reasons=(reason,),
+        rule_ids=ids,
+        row_limit=conn.max_rows,
+    )
+
+
+def _not_covered(
+    cp: CompiledPolicy,
+    principal: Principal,
+    connection: str,
+    lv: _Live,
+    kind: StatementKind,
+    obj: ObjectRef | None,
+    note: Callable[[str], None],
+    *,
+    objectless: bool = False,
+) -> Decision:
+    needed = cp.needed_for(kind)
+    if obj is not None:
+        holders = [g for g in lv.live if g.covers(obj, kind)]
+        if holders:
+            have = " and ".join(_describe_grant(g) for g in holders[:2])
+            msg = f"denied: {have}; {kind.value} on {obj} needs {needed}"
+            ids = [f"grant:{g.name}" for g in holders]
+        else:
+            msg = (
+                f"denied: no grant of {_who(principal)} on connection {connection} covers {obj}; "
+                f"{kind.value} needs {needed}"
+            )
+            ids = [f"grant:{g.name}" for g in lv.live]
+        inactive = [why for g, why in lv.inactive if kind in g.kinds and g.covers(obj, kind)]
+    elif objectless:
+        have = " and ".join(_describe_grant(g) for g in lv.live[:2])
+        msg = f"denied: {have}; {kind.value} needs {needed}"
+        ids = [f"grant:{g.name}" for g in lv.live]
+        inactive = [why for g, why in lv.inactive if kind in g.kinds]
+    else:
+        have = " and ".join(_describe_grant(g) for g in lv.live[:2])
+        msg = (
+            f"denied: {have}; dbward cannot tell which objects this {kind.value} statement touches, "
+            f"so it needs {needed} on the whole connection {connection}"
+        )
+        ids = [f"grant:{g.name}" for g in lv.live]
+        inactive = [why for g, why in lv.inactive if kind in g.kinds and g.grant.scope.whole_connection]
+    if inactive:
+        msg += f" ({inactive[0]})"
+    note(f"coverage: {kind.value}{' on ' + str(obj) if obj else ''} is not covered")
+    return Decision(effect=Effect.DENY, reasons=(msg,), rule_ids=tuple(ids) or ("default:deny",))
+
+
+# ---------------------------------------------------------------------------------------
+# the decider the gate calls
+
+
+def _search_path(session: SessionInfo) -> tuple[str, ...]:
+    raw = session.attributes.get("search_path")
+    if not raw:
+        return ()
+    return tuple(p.strip().strip('"') for p in raw.split(",") if p.strip() and p.strip() != '"$user"')
+
+
+class PolicyEvaluator:
+    """The :class:`~dbward.policy.decider.PolicyDecider` backed by a :class:`PolicySet`.
+
+    Session attributes read: ``search_path`` (PostgreSQL, comma-separated) and
+    ``server_version`` (MySQL executable comments). Decisions are cached; see
+    :meth:`_cache_key` for what the key holds and why.
+    """
+
+    def __init__(
+        self,
+        provider: PolicySetProvider,
+        *,
+        clock: Clock | None = None,
+        cache_size: int = DECISION_CACHE_SIZE,
+    ) -> None:
+        self._provider = provider
+        self._clock: Clock = clock or (lambda: datetime.now(UTC))
+        self._compiled: CompiledPolicy | None = None
+        self._cache: OrderedDict[tuple[object, ...], Decision] = OrderedDict()
+        self._cache_size = cache_size
+        self.hits = 0
+        self.misses = 0
+
+    async def compiled(self) -> CompiledPolicy:
+        ps = await self._provider.current()
+        cp = self._compiled
+        if cp is None or cp.policy_set is not ps:
+            if cp is None or cp.version != ps.version or cp.policy_set != ps:
+                self._cache.clear()
+            cp = CompiledPolicy(ps)
+            self._compiled = cp
+        return cp
+
+    async def decide_connection(self, principal: Principal, target: Target, client_host: str) -> Decision:
+        cp = await self.compiled()
+        return decide_connection(cp, principal, target.name, client_host, self._clock())
+
+    async def decide_statement(self, session: SessionInfo, statement: Statement) -> Decision:
+        cp = await self.compiled()
+        dialect: Literal["mysql", "postgres"] = (
+            "mysql" if session.target.engine.value == "mysql" else "postgres"
+        )
+        database = statement.database if statement.database is not None else session.database
+        a = analyze(
+            statement.sql,
+            dialect,
+            database=database,
+            search_path=_search_path(session),
+            server_version=session.attributes.get("server_version"),
+        )
+        principal = session.principal
+        connection = session.target.name
+        now = self._clock()
+        lv = _live_grants(cp.grants_for(principal, connection), now, session.client.host)
+        key = self._cache_key(cp, principal, connection, a, lv)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return hit
+        self.misses += 1
+        decision = evaluate(cp, principal, connection, a, session.client.host, now, _live=lv)
+        self._cache[key] = decision
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return decision
+
+    def _cache_key(
+        self, cp: CompiledPolicy, p: Principal, connection: str, a: Analysis, lv: _Live
+    ) -> tuple[object, ...]:
+        # The decision is a function of: the policy (version), who (user, groups, roles), where
+        # (connection), what (the analysis signature: kinds, qualified objects, flags and
+        # fingerprint; it already reflects database and search_path), the outcome of every
+        # grant condition right now (time windows, validity, client IP: a window closing or
+        # another client address gives another key, never a stale hit), and the text itself
+        # only when an exact or regex rule could look at it.
+        text_rules = cp.has_text_rules(p, connection)
+        return (
+            cp.version,
+            p.username,
+            p.groups,
+            p.roles,
+            connection,
+            a.signature,
+            a.sql if text_rules else None,
+            lv.outcomes,
+        )
+
+    def cache_clear(self) -> None:
+        self._cache.clear()
+
+    @property
+    def cache_len(self) -> int:
+        return len(self._cache)
+
+
+# ---------------------------------------------------------------------------------------
+# explain
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    decision: Decision
+    analysis: Analysis
+    trace: tuple[str, ...]
+
+    def render(self) -> str:
+        lines = [f"decision: {self.decision.effect.value}", *(f"  {r}" for r in self.decision.reasons)]
+        if self.decision.rule_ids:
+            lines.append("rule ids: " + ", ".join(self.decision.rule_ids))
+        if self.decision.row_limit is not None:
+            lines.append(f"row limit: {self.decision.row_limit}")
+        lines.append(f"fingerprint: {self.analysis.fingerprint} ({self.analysis.fingerprint_hash})")
+        lines.append("trace:")
+        lines.extend(f"  {t}" for t in self.trace)
+        return "\n".join(lines)
+
+
+def explain(
+    policy_set: PolicySet | CompiledPolicy,
+    *,
+    principal: Principal,
+    connection: str,
+    sql: str,
+    dialect: Literal["mysql", "postgres"],
+    database: str | None = None,
+    search_path: tuple[str, ...] = (),
+    client_host: str = "127.0.0.1",
+    now: datetime | None = None,
+    server_version: str | None = None,
+) -> Explanation:
+    """The decision for one statement with the trace of grants and rules considered."""
+    cp = policy_set if isinstance(policy_set, CompiledPolicy) else CompiledPolicy(policy_set)
+    a = analyze(sql, dialect, database=database, search_path=search_path, server_version=server_version)
+    trace: list[str] = []
+    when = now or datetime.now(UTC)
+    conn_decision = decide_connection(cp, principal, connection, client_host, when)
+    trace.append(f"connection: {conn_decision.effect.value}: {conn_decision.message}")
+    decision = evaluate(cp, principal, connection, a, client_host, when, trace)
+    return Explanation(decision=decision, analysis=a, trace=tuple(trace))
