@@ -186,10 +186,12 @@ class RunningNode:
 async def dbward_node(
     tmp_path: Path, sqlite_store: Store, mysql_upstream: None, pg_upstream: None
 ) -> AsyncIterator[RunningNode]:
-    """A dbward node with user alice (password and a proxy token), two connections and grants.
+    """A dbward node with user alice, two connections and grants, deciding with the real policy.
 
     Connections: ``maria`` (MariaDB, database dbward_test) and ``pg`` (PostgreSQL, dbward_test),
-    both granted to alice. Also user ``bob`` with a password and no grant at all.
+    both granted to alice with the ``admin`` privilege type (every statement kind the analyser
+    recognises; unknown statements are still refused). Also user ``bob`` with a password and
+    no grant at all. Policy tests add narrower grants of their own.
     """
     store = sqlite_store
     async with store.transaction() as s:
@@ -225,10 +227,10 @@ async def dbward_node(
             subject_type="user",
             subject_name=USER,
             connection="maria",
-            privileges=["read-write"],
+            privileges=["admin"],
         )
         await repo.create_grant(
-            s, "alice-pg", subject_type="user", subject_name=USER, connection="pg", privileges=["read-write"]
+            s, "alice-pg", subject_type="user", subject_name=USER, connection="pg", privileges=["admin"]
         )
         targets = {"maria": target_from_row(maria), "pg": target_from_row(pg)}
     settings = Settings(data_dir=tmp_path / "data")

@@ -17,7 +17,8 @@ from dbward.audit.journal import AuditJournal, FileJournal
 from dbward.audit.store import StoreForwarder
 from dbward.config import Settings
 from dbward.domain import Target
-from dbward.policy.decider import GrantDecider, PolicyDecider
+from dbward.policy.decider import PolicyDecider
+from dbward.policy.evaluator import PolicyEvaluator
 from dbward.proxy.engine import ENGINES, EngineDeps, SessionRegistry
 from dbward.proxy.gate import Gate
 from dbward.proxy.server import Listener, ProxyServer
@@ -25,6 +26,7 @@ from dbward.proxy.tls import server_context
 from dbward.store.crypto import SecretBox, load_key
 from dbward.store.db import Store
 from dbward.store.directory import StoreDirectory
+from dbward.store.policy_source import StorePolicyProvider
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class Node:
 
     def __post_init__(self) -> None:
         self.directory = StoreDirectory(self.store)
-        self.policy_decider = self.policy or GrantDecider(self.directory)
+        self.policy_decider = self.policy or PolicyEvaluator(StorePolicyProvider(self.store))
         self.gate = Gate(
             self.policy_decider,
             self.journal,

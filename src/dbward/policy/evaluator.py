@@ -28,7 +28,7 @@ import fnmatch
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -670,6 +670,7 @@ class PolicyEvaluator:
             return hit
         self.misses += 1
         decision = evaluate(cp, principal, connection, a, session.client.host, now, _live=lv)
+        decision = replace(decision, kind=a.kind.value, fingerprint=a.fingerprint_hash)
         self._cache[key] = decision
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

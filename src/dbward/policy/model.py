@@ -42,6 +42,8 @@ class Decision:
     masking: MaskingPlan | None = None
     row_limit: int | None = None
     approval_request_id: str | None = None
+    kind: str | None = None  # what the analysis found (for the audit trail)
+    fingerprint: str | None = None  # the normalized fingerprint's hash
 
     @property
     def allowed(self) -> bool:
@@ -312,6 +314,9 @@ BUILTIN_PRIVILEGE_TYPES: tuple[PrivilegeType, ...] = (
     PrivilegeType(
         name="admin", kinds=frozenset(StatementKind), description="everything, including GRANT/REVOKE"
     ),
+    # Short names people write in YAML: `privileges: [read]`, `[read, write]`.
+    PrivilegeType(name="read", includes=("read-only",), description="the same as read-only"),
+    PrivilegeType(name="write", includes=("read-write",), description="the same as read-write"),
 )
 
 

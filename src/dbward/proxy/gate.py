@@ -69,7 +69,18 @@ class Gate:
 
     async def open_session(self, session: SessionInfo, protocol: str, auth_method: str) -> Decision:
         """Decide whether the authenticated session may use the target; audit either way."""
-        decision = await self.policy.decide_connection(session.principal, session.target, session.client.host)
+        try:
+            decision = await self.policy.decide_connection(
+                session.principal, session.target, session.client.host
+            )
+        except DbwardError as exc:
+            decision = Decision.deny(f"denied: {exc.message}", "error:policy")
+        except Exception:
+            log.exception("policy evaluation failed for a connection")
+            decision = Decision.deny(
+                "denied: the policy could not be evaluated for this connection (internal error); dbward fails closed",
+                "error:policy",
+            )
         if decision.effect is Effect.ALLOW:
             await self._record(
                 SessionStarted(**_base(session), protocol=protocol, tls=session.tls, auth_method=auth_method)
@@ -108,13 +119,18 @@ class Gate:
             }
         await self._record(SessionRejected(**base, protocol=protocol, reason=reason, error_code=error_code))
 
-    async def check(self, session: SessionInfo, statement: Statement) -> Ticket:
+    async def check(
+        self, session: SessionInfo, statement: Statement, *, refuse: Decision | None = None
+    ) -> Ticket:
         """Decide one statement and record the decision before returning it.
 
+        ``refuse`` is a denial the engine already reached from a proxy setting (for example
+        ``COPY ... PROGRAM`` while ``proxy.allow_copy_program`` is off); it is recorded in
+        place of the policy's decision, so the audit trail shows why the statement was refused.
         Raises :class:`AuditUnavailable` (fail closed) when the decision cannot be recorded.
         """
         try:
-            decision = await self.policy.decide_statement(session, statement)
+            decision = refuse or await self.policy.decide_statement(session, statement)
         except DbwardError as exc:
             decision = Decision.deny(f"denied: {exc.message}", "error:policy")
         except Exception:  # fail closed on any policy bug, and say so
@@ -135,6 +151,8 @@ class Gate:
                 effect=decision.effect.value,
                 reasons=list(decision.reasons),
                 rule_ids=list(decision.rule_ids),
+                kind=decision.kind,
+                fingerprint=decision.fingerprint,
             )
         )
         return ticket

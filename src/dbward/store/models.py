@@ -126,6 +126,8 @@ class Connection(TimestampMixin, Base):
     listen_port: Mapped[int | None] = mapped_column(Integer, unique=True)
     description: Mapped[str | None] = mapped_column(Text)
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # policy.model.ConnectionPolicy fields: max_rows, approval_required, ledger_tables, ...
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
 class Grant(TimestampMixin, Base):
@@ -146,6 +148,34 @@ class Grant(TimestampMixin, Base):
     description: Mapped[str | None] = mapped_column(Text)
 
     connection: Mapped[Connection] = relationship()
+
+
+class PrivilegeTypeRow(TimestampMixin, Base):
+    """A custom privilege type: a named bundle of statement kinds (built-ins are in code)."""
+
+    __tablename__ = "privilege_types"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kinds: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    includes: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class QueryRuleRow(TimestampMixin, Base):
+    """A query rule (policy.model.QueryRule): match text, regex or fingerprint; allow/deny/approve."""
+
+    __tablename__ = "query_rules"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    rule_id: Mapped[str] = mapped_column(String(128), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    match: Mapped[str] = mapped_column(String(16))
+    pattern: Mapped[str] = mapped_column(Text)
+    action: Mapped[str] = mapped_column(String(32))
+    connection: Mapped[str | None] = mapped_column(String(128))
+    subjects: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    message: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    description: Mapped[str | None] = mapped_column(Text)
 
 
 class StoreMeta(Base):
