@@ -7,13 +7,15 @@ re-read later. Everything else receives the values it needs explicitly.
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from dbward.errors import ConfigError
 
@@ -107,10 +109,38 @@ class AuditSettings(_Strict):
     forwarders: list[ForwarderSettings] = Field(default_factory=list)
 
 
+#: the values read from the settings file by :func:`load_settings`, for :class:`_FileSource`
+_file_values: ContextVar[dict[str, Any] | None] = ContextVar("dbward_settings_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The settings file as a source below the environment, so DBWARD_* variables override it."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # __call__ hands over the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_values.get() or {})
+
+
 class Settings(BaseSettings):
-    """Everything dbward reads at start. File: ``<data_dir>/dbward.yaml``; env: ``DBWARD_*``."""
+    """Everything dbward reads at start. File: ``<data_dir>/dbward.yaml``; env: ``DBWARD_*``.
+
+    Precedence: explicit arguments, then ``DBWARD_*`` environment variables, then the file.
+    """
 
     model_config = SettingsConfigDict(env_prefix="DBWARD_", env_nested_delimiter="__", extra="forbid")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
 
     data_dir: Path = DEFAULT_DATA_DIR
     # SQLAlchemy URL of the metadata store; default: SQLite file in the data directory.
@@ -167,7 +197,7 @@ def load_settings(
     """Read the settings file (if any) and the environment, and validate them together."""
     base_dir = data_dir or Path(os.environ.get("DBWARD_DATA_DIR", str(DEFAULT_DATA_DIR)))
     path = config_file or Path(os.environ.get("DBWARD_CONFIG", str(base_dir / CONFIG_FILE_NAME)))
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # from the file
     if path.exists():
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
@@ -179,9 +209,11 @@ def load_settings(
             raise ConfigError(f"{path}: the settings file must be a mapping of setting names")
         values.update(loaded)
     if data_dir is not None:
-        values["data_dir"] = data_dir
-    values.update(overrides)
+        overrides["data_dir"] = data_dir
+    token = _file_values.set(values)
     try:
-        return Settings(**values)
+        return Settings(**overrides)
     except PydanticValidationError as exc:
         raise ConfigError(_format_validation_error(exc, str(path))) from exc
+    finally:
+        _file_values.reset(token)

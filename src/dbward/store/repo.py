@@ -285,3 +285,298 @@ async def bump_policy_version(s: AsyncSession) -> int:
     row.bigint_value = int(row.bigint_value or 0) + 1
     await s.flush()
     return row.bigint_value
+
+
+# ----------------------------------------------------------------------------- listing / updating
+# Used by `dbward apply`, `dbward export` and the `user` / `connection` commands.
+async def list_users(s: AsyncSession) -> list[User]:
+    return list((await s.execute(select(User).order_by(User.username))).scalars().all())
+
+
+async def update_user(
+    s: AsyncSession,
+    username: str,
+    *,
+    display_name: str | None = None,
+    email: str | None = None,
+    is_admin: bool | None = None,
+    disabled: bool | None = None,
+    clear: tuple[str, ...] = (),
+) -> User:
+    """Change the given fields; ``clear`` names optional fields (display_name, email) to empty."""
+    user = await require_user(s, username)
+    if display_name is not None or "display_name" in clear:
+        user.display_name = display_name
+    if email is not None or "email" in clear:
+        user.email = email
+    if is_admin is not None:
+        user.is_admin = is_admin
+    if disabled is not None:
+        user.disabled = disabled
+    await s.flush()
+    return user
+
+
+async def _delete_subject_grants(s: AsyncSession, subject_type: str, name: str) -> None:
+    # A grant names its subject; left behind, it would pass to a later object of the same name.
+    await s.execute(delete(Grant).where(Grant.subject_type == subject_type, Grant.subject_name == name))
+
+
+async def delete_user(s: AsyncSession, username: str) -> None:
+    """Delete a user with their role assignments and their direct grants."""
+    user = await require_user(s, username)
+    await s.execute(
+        delete(RoleAssignment).where(
+            RoleAssignment.subject_type == "user", RoleAssignment.subject_id == user.id
+        )
+    )
+    await _delete_subject_grants(s, "user", username)
+    await s.delete(user)
+    await s.flush()
+    await bump_policy_version(s)
+
+
+async def list_proxy_tokens(s: AsyncSession, username: str) -> list[ProxyToken]:
+    user = await require_user(s, username)
+    return list(
+        (await s.execute(select(ProxyToken).where(ProxyToken.user_id == user.id).order_by(ProxyToken.name)))
+        .scalars()
+        .all()
+    )
+
+
+async def get_proxy_token(s: AsyncSession, username: str, name: str) -> ProxyToken | None:
+    user = await require_user(s, username)
+    return (
+        await s.execute(select(ProxyToken).where(ProxyToken.user_id == user.id, ProxyToken.name == name))
+    ).scalar_one_or_none()
+
+
+async def list_groups(s: AsyncSession) -> list[Group]:
+    return list((await s.execute(select(Group).order_by(Group.name))).scalars().all())
+
+
+async def group_members(s: AsyncSession, group: str) -> list[str]:
+    g = await get_group(s, group)
+    if g is None:
+        raise NotFoundError(f"group {group} does not exist")
+    rows = await s.execute(
+        select(User.username)
+        .join(GroupMember, GroupMember.user_id == User.id)
+        .where(GroupMember.group_id == g.id)
+        .order_by(User.username)
+    )
+    return list(rows.scalars().all())
+
+
+async def update_group(s: AsyncSession, name: str, *, description: str | None) -> Group:
+    g = await get_group(s, name)
+    if g is None:
+        raise NotFoundError(f"group {name} does not exist")
+    g.description = description
+    await s.flush()
+    return g
+
+
+async def delete_group(s: AsyncSession, name: str) -> None:
+    g = await get_group(s, name)
+    if g is None:
+        raise NotFoundError(f"group {name} does not exist")
+    await s.execute(
+        delete(RoleAssignment).where(
+            RoleAssignment.subject_type == "group", RoleAssignment.subject_id == g.id
+        )
+    )
+    await _delete_subject_grants(s, "group", name)
+    await s.delete(g)
+    await s.flush()
+    await bump_policy_version(s)
+
+
+async def list_roles(s: AsyncSession) -> list[Role]:
+    return list((await s.execute(select(Role).order_by(Role.name))).scalars().all())
+
+
+async def role_members(s: AsyncSession, role: str) -> list[tuple[str, str]]:
+    """The role's holders as (subject_type, name), users first, each sorted by name."""
+    r = await get_role(s, role)
+    if r is None:
+        raise NotFoundError(f"role {role} does not exist")
+    users = await s.execute(
+        select(User.username)
+        .join(
+            RoleAssignment, (RoleAssignment.subject_id == User.id) & (RoleAssignment.subject_type == "user")
+        )
+        .where(RoleAssignment.role_id == r.id)
+        .order_by(User.username)
+    )
+    groups = await s.execute(
+        select(Group.name)
+        .join(
+            RoleAssignment, (RoleAssignment.subject_id == Group.id) & (RoleAssignment.subject_type == "group")
+        )
+        .where(RoleAssignment.role_id == r.id)
+        .order_by(Group.name)
+    )
+    return [("user", u) for u in users.scalars()] + [("group", g) for g in groups.scalars()]
+
+
+async def set_role_members(s: AsyncSession, role: str, members: list[tuple[str, str]]) -> None:
+    """Make exactly ``members`` (subject_type, name) hold ``role``."""
+    r = await get_role(s, role)
+    if r is None:
+        raise NotFoundError(f"role {role} does not exist")
+    await s.execute(delete(RoleAssignment).where(RoleAssignment.role_id == r.id))
+    await s.flush()
+    for subject_type, name in members:
+        await assign_role(s, role, subject_type, name)
+    await bump_policy_version(s)
+
+
+async def update_role(s: AsyncSession, name: str, *, description: str | None) -> Role:
+    r = await get_role(s, name)
+    if r is None:
+        raise NotFoundError(f"role {name} does not exist")
+    r.description = description
+    await s.flush()
+    return r
+
+
+async def delete_role(s: AsyncSession, name: str) -> None:
+    r = await get_role(s, name)
+    if r is None:
+        raise NotFoundError(f"role {name} does not exist")
+    await _delete_subject_grants(s, "role", name)
+    await s.delete(r)
+    await s.flush()
+    await bump_policy_version(s)
+
+
+async def list_connections(s: AsyncSession) -> list[Connection]:
+    return list((await s.execute(select(Connection).order_by(Connection.name))).scalars().all())
+
+
+async def require_connection(s: AsyncSession, name: str) -> Connection:
+    c = await get_connection(s, name)
+    if c is None:
+        raise NotFoundError(f"connection {name} does not exist")
+    return c
+
+
+_UNSET: Any = object()
+
+
+async def update_connection(
+    s: AsyncSession,
+    box: SecretBox,
+    name: str,
+    *,
+    engine: str = _UNSET,
+    host: str = _UNSET,
+    port: int = _UNSET,
+    username: str = _UNSET,
+    password: str | None = _UNSET,
+    database: str | None = _UNSET,
+    tls_mode: str = _UNSET,
+    tls_ca: str | None = _UNSET,
+    listen_port: int | None = _UNSET,
+    description: str | None = _UNSET,
+    options: dict[str, Any] = _UNSET,
+) -> Connection:
+    """Change the given fields (``None`` clears an optional one; ``password=None`` removes it)."""
+    c = await require_connection(s, name)
+    if engine is not _UNSET:
+        if engine not in ENGINES:
+            raise ValidationError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+        c.engine = engine
+    if tls_mode is not _UNSET:
+        if tls_mode not in TLS_MODES:
+            raise ValidationError(f"tls_mode must be one of {', '.join(TLS_MODES)}, not {tls_mode!r}")
+        c.tls_mode = tls_mode
+    if password is not _UNSET:
+        c.secret = box.encrypt(password) if password is not None else None
+    for field_name, value in (
+        ("host", host),
+        ("port", port),
+        ("username", username),
+        ("database", database),
+        ("tls_ca", tls_ca),
+        ("listen_port", listen_port),
+        ("description", description),
+    ):
+        if value is not _UNSET:
+            setattr(c, field_name, value)
+    if options is not _UNSET:
+        c.options = dict(options or {})
+    await s.flush()
+    await bump_policy_version(s)
+    return c
+
+
+def connection_secret(c: Connection, box: SecretBox) -> str | None:
+    """The decrypted upstream password; only for connecting upstream or comparing, never for display."""
+    return box.decrypt(c.secret) if c.secret is not None else None
+
+
+async def delete_connection(s: AsyncSession, name: str) -> None:
+    c = await require_connection(s, name)
+    await s.execute(delete(Grant).where(Grant.connection_id == c.id))
+    await s.delete(c)
+    await s.flush()
+    await bump_policy_version(s)
+
+
+async def list_grants(s: AsyncSession) -> list[tuple[Grant, str]]:
+    """Every grant with the name of its connection, sorted by grant name."""
+    rows = await s.execute(
+        select(Grant, Connection.name)
+        .join(Connection, Grant.connection_id == Connection.id)
+        .order_by(Grant.name)
+    )
+    return [(g, cname) for g, cname in rows.all()]
+
+
+async def get_grant(s: AsyncSession, name: str) -> Grant | None:
+    return (await s.execute(select(Grant).where(Grant.name == name))).scalar_one_or_none()
+
+
+async def update_grant(
+    s: AsyncSession,
+    name: str,
+    *,
+    subject_type: str,
+    subject_name: str,
+    connection: str,
+    privileges: list[str],
+    scope: dict[str, Any] | None = None,
+    conditions: dict[str, Any] | None = None,
+    expires_at: datetime | None = None,
+    description: str | None = None,
+) -> Grant:
+    """Replace every field of grant ``name`` with the given values."""
+    g = await get_grant(s, name)
+    if g is None:
+        raise NotFoundError(f"grant {name} does not exist")
+    if subject_type not in SUBJECT_TYPES:
+        raise ValidationError(f"a grant's subject type must be one of {', '.join(SUBJECT_TYPES)}")
+    conn = await require_connection(s, connection)
+    g.subject_type = subject_type
+    g.subject_name = subject_name
+    g.connection_id = conn.id
+    g.privileges = list(privileges)
+    g.scope = dict(scope or {})
+    g.conditions = dict(conditions or {})
+    g.expires_at = expires_at
+    g.description = description
+    await s.flush()
+    await bump_policy_version(s)
+    return g
+
+
+async def delete_grant(s: AsyncSession, name: str) -> None:
+    g = await get_grant(s, name)
+    if g is None:
+        raise NotFoundError(f"grant {name} does not exist")
+    await s.delete(g)
+    await s.flush()
+    await bump_policy_version(s)

@@ -1,0 +1,31 @@
+"""Configuration as code: ``dbward apply -f FILE.yaml`` and ``dbward export``.
+
+``loader`` reads the YAML keeping line numbers, ``schema`` defines the objects,
+``sections`` knows how each kind is stored, ``plan`` compares and applies, ``export`` writes
+the store back out in the same format.
+"""
+
+from dbward.declarative.export import export_state, export_yaml, to_yaml
+from dbward.declarative.loader import Document, FileError, load_file, parse_text
+from dbward.declarative.plan import Change, Plan, apply_plan, build_plan, plan_document, validate
+from dbward.declarative.sections import SECTIONS, Context, Section, register_section
+
+__all__ = [
+    "SECTIONS",
+    "Change",
+    "Context",
+    "Document",
+    "FileError",
+    "Plan",
+    "Section",
+    "apply_plan",
+    "build_plan",
+    "export_state",
+    "export_yaml",
+    "load_file",
+    "parse_text",
+    "plan_document",
+    "register_section",
+    "to_yaml",
+    "validate",
+]
