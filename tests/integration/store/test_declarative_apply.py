@@ -32,7 +32,7 @@ class BrokenJournal:
 async def test_apply_is_idempotent_and_audited(store: Store) -> None:
     doc = load_file(EXAMPLE)
     plan = await plan_document(store, doc, env=ENV)
-    assert plan.counts() == {"create": 11, "update": 0, "delete": 0}
+    assert plan.counts() == {"create": 14, "update": 0, "delete": 0}
     journal = MemoryJournal()
     await apply_plan(store, plan, journal)
     events = journal.of_type("admin.change")
@@ -92,3 +92,48 @@ async def test_prune_only_touches_the_sections_in_the_file(store: Store) -> None
         assert [u.username for u in await repo.list_users(s)] == ["bob", "carol"]
         assert await repo.group_members(s, "analysts") == ["bob"]
         assert [c.name for c in await repo.list_connections(s)] == ["hr-pg", "shop-maria"]
+
+
+async def test_policy_sections_apply_and_load_as_the_policy(store: Store) -> None:
+    from dbward.store.policy_source import load_policy_set
+
+    plan = await plan_document(store, load_file(EXAMPLE), env=ENV)
+    await apply_plan(store, plan, MemoryJournal())
+    ps = await load_policy_set(store)
+    assert [r.id for r in ps.rules] == ["no-select-star-customers", "approve-salary-changes"]
+    assert [p.name for p in ps.privilege_types] == ["reporting"]
+    hr = next(c for c in ps.connections if c.connection == "hr-pg")
+    assert hr.max_rows == 10000 and "DELETE WITHOUT WHERE" in hr.approval_required
+    assert hr.ledger_tables == ("public.ledger*",)
+    state = await export_state(store)
+    assert next(c for c in state["connections"] if c["name"] == "hr-pg")["policy"]["max_rows"] == 10000
+    assert "policy" not in next(c for c in state["connections"] if c["name"] == "shop-maria")
+
+
+async def test_a_bad_rule_or_unknown_privilege_names_the_line(store: Store) -> None:
+    text = """\
+version: 1
+rules:
+  - id: r1
+    match: regex
+    pattern: "(unclosed"
+    action: deny
+"""
+    with pytest.raises(FileError, match=r"line 3.*invalid regular expression"):
+        await plan_document(store, parse_text(text, "bad.yaml"))
+    text = """\
+version: 1
+connections:
+  - name: c1
+    engine: mysql
+    host: h
+    port: 3306
+    username: u
+grants:
+  - name: g1
+    subject: user:nobody
+    connection: c1
+    privileges: [superpowers]
+"""
+    with pytest.raises(FileError, match=r"superpowers"):
+        await plan_document(store, parse_text(text, "bad.yaml"))
