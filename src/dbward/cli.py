@@ -1128,6 +1128,18 @@ def demo(
         runner.run(run_demo(data_dir, port, console))
 
 
+def _register_subcommands() -> None:
+    # Imported here: these modules use the helpers above.
+    from dbward.cli_audit import audit_app
+    from dbward.cli_policy import policy_app
+
+    app.add_typer(audit_app, name="audit")
+    app.add_typer(policy_app, name="policy")
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 
