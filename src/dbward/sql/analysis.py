@@ -26,6 +26,7 @@ from sqlglot.dialects.dialect import Dialect as SqlglotDialect
 from sqlglot.errors import SqlglotError
 from sqlglot.tokenizer_core import Token, TokenType
 
+from dbward.sql.dialects import sqlglot_dialect
 from dbward.sql.fingerprint import fingerprint_hash, fingerprint_tokens
 from dbward.sql.lexer import (
     Dialect,
@@ -473,7 +474,7 @@ def _finish_one(sql: str, dialect: str, r: _Result, tokens: list[Token]) -> Anal
 
 
 def _sg(dialect: Dialect) -> SqlglotDialect:
-    return SqlglotDialect.get_or_raise(dialect)
+    return sqlglot_dialect(dialect)
 
 
 def _tokenize(text: str, dialect: Dialect) -> list[Token] | None:

@@ -591,3 +591,12 @@ def test_analyze_never_raises_and_always_says_why_when_unknown(words: list[str],
     if a.unknown:
         assert a.reasons
     assert a.fingerprint_hash
+
+
+def test_object_identifier_array_casts_parse() -> None:
+    """asyncpg's type introspection casts parameters to oid[]; sqlglot alone cannot read it."""
+    a = analyze("SELECT t.oid FROM pg_catalog.pg_type t WHERE t.oid = any($1::oid[])", "postgres")
+    assert a.kind is StatementKind.SELECT, a.reasons
+    assert not a.unknown
+    b = analyze("SELECT '{1,2}'::regclass[]", "postgres")
+    assert not b.unknown
