@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from sqlglot.dialects.dialect import Dialect as SqlglotDialect
 from sqlglot.dialects.postgres import Postgres
-from sqlglot.tokens import TokenType
+from sqlglot.tokenizer_core import TokenType
 
 _OBJECT_IDENTIFIER_TYPES = (
     "OID",
