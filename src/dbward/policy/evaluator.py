@@ -35,6 +35,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Literal, Protocol
 
 from dbward.domain import Principal, SessionInfo, Statement, Target
+from dbward.masking.plan import CompiledMasking, MaskingView, plan_masking, writes_data
 from dbward.policy.model import (
     BUILTIN_PRIVILEGE_TYPES,
     ApprovalTrigger,
@@ -50,6 +51,7 @@ from dbward.policy.model import (
     SubjectType,
 )
 from dbward.sql import analyze
+from dbward.sql.lineage import Catalog, lineage_key, output_lineage
 from dbward.sql.model import DDL_KINDS, WRITE_KINDS, Access, Analysis, ObjectRef, ObjectType, StatementKind
 
 K = StatementKind
@@ -60,6 +62,24 @@ DECISION_CACHE_SIZE = 16384
 
 class PolicySetProvider(Protocol):
     async def current(self) -> PolicySet: ...
+
+
+class CatalogProvider(Protocol):
+    """The target's catalog as dbward last read it (tables with ordered columns, views with
+    their definitions); its ``version`` changes whenever it does. The store-backed provider
+    refreshes it when the target's schema changes."""
+
+    async def catalog(self, session: SessionInfo) -> Catalog: ...
+
+
+class StaticCatalogProvider:
+    """One catalog for every session (tests, ``policy test``)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    async def catalog(self, session: SessionInfo) -> Catalog:
+        return self._catalog
 
 
 class StaticPolicySetProvider:
@@ -186,6 +206,7 @@ class CompiledPolicy:
             if r.enabled
         )
         self.connections = tuple((_glob(c.connection), c) for c in policy_set.connections)
+        self.masking = CompiledMasking(policy_set.masking_patterns, policy_set.masking_rules)
         self._grant_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CGrant, ...]] = {}
         self._rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CRule, ...]] = {}
         self._conn_memo: dict[str, tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]] = {}
@@ -622,8 +643,10 @@ class PolicyEvaluator:
         *,
         clock: Clock | None = None,
         cache_size: int = DECISION_CACHE_SIZE,
+        catalog: CatalogProvider | None = None,
     ) -> None:
         self._provider = provider
+        self._catalog = catalog
         self._clock: Clock = clock or (lambda: datetime.now(UTC))
         self._compiled: CompiledPolicy | None = None
         self._cache: OrderedDict[tuple[object, ...], Decision] = OrderedDict()
@@ -663,6 +686,36 @@ class PolicyEvaluator:
         now = self._clock()
         lv = _live_grants(cp.grants_for(principal, connection), now, session.client.host)
         key = self._cache_key(cp, principal, connection, a, lv)
+        # Masking: only when a rule masks columns for this user on this connection (otherwise
+        # nothing below runs). The decision then also depends on the catalog and on the text as
+        # the lineage reads it (executable comments expanded, positional ORDER BY kept).
+        mview = cp.masking.view(principal, connection, session.client.host) if cp.masking else None
+        catalog: Catalog | None = None
+        catalog_error: str | None = None
+        if mview is not None:
+            if self._catalog is not None:
+                try:
+                    catalog = await self._catalog.catalog(session)
+                except Exception as exc:  # fail closed below, with the reason
+                    catalog_error = (
+                        f"the catalog of connection {connection} could not be read ({type(exc).__name__})"
+                    )
+            else:
+                catalog_error = f"dbward has no catalog of connection {connection}"
+            need = catalog is None or mview.needs_lineage(a, catalog, database)
+            key = (
+                *key,
+                mview.key,
+                catalog.version if catalog is not None else None,
+                catalog_error,
+                # the text as lineage reads it, only when lineage will read it: otherwise the
+                # analysis (in the key) already shows that no masked column can be reached
+                lineage_key(statement.sql, dialect, session.attributes.get("server_version"))
+                if need
+                else None,
+                database,
+                _search_path(session),
+            )
         hit = self._cache.get(key)
         if hit is not None:
             self.hits += 1
@@ -670,6 +723,19 @@ class PolicyEvaluator:
             return hit
         self.misses += 1
         decision = evaluate(cp, principal, connection, a, session.client.host, now, _live=lv)
+        if mview is not None and decision.allowed:
+            decision = _masked_decision(
+                cp,
+                decision,
+                mview,
+                a,
+                session,
+                statement,
+                dialect,
+                database,
+                catalog,
+                catalog_error,
+            )
         decision = replace(decision, kind=a.kind.value, fingerprint=a.fingerprint_hash)
         self._cache[key] = decision
         if len(self._cache) > self._cache_size:
@@ -703,6 +769,64 @@ class PolicyEvaluator:
     @property
     def cache_len(self) -> int:
         return len(self._cache)
+
+
+def _masked_decision(
+    cp: CompiledPolicy,
+    decision: Decision,
+    mview: MaskingView,
+    a: Analysis,
+    session: SessionInfo,
+    statement: Statement,
+    dialect: Literal["mysql", "postgres"],
+    database: str | None,
+    catalog: Catalog | None,
+    catalog_error: str | None,
+) -> Decision:
+    """An allow decision with the masking plan attached, or the masking's denial."""
+    connection = session.target.name
+    conn, _ = cp.connection_policy(connection)
+    if catalog is None:
+        if not mview.needs_lineage(a, Catalog(), database) and not a.accesses:
+            return decision
+        return Decision.deny(
+            f"denied: masking rules apply to user {session.principal.username} on connection {connection}, "
+            f"but {catalog_error or 'there is no catalog'}, so dbward cannot tell which result columns to mask",
+            "masking:catalog",
+        )
+    if not mview.needs_lineage(a, catalog, database):
+        return decision
+    lineage = output_lineage(
+        statement.sql,
+        dialect,
+        catalog=catalog,
+        database=database,
+        search_path=_search_path(session),
+        server_version=session.attributes.get("server_version"),
+    )
+    outcome = plan_masking(
+        mview,
+        lineage,
+        principal=session.principal,
+        connection=connection,
+        catalog=catalog,
+        unresolved=conn.masking_unresolved,
+        inference=conn.masking_inference,
+        writes_data=writes_data(a),
+        database=database,
+    )
+    if outcome.denial is not None:
+        return Decision(
+            effect=Effect.DENY, reasons=(outcome.denial,), rule_ids=(*outcome.rule_ids, *decision.rule_ids)
+        )
+    if outcome.plan is None:
+        return decision
+    return replace(
+        decision,
+        masking=outcome.plan,
+        reasons=(*decision.reasons, *outcome.plan.reasons),
+        rule_ids=(*decision.rule_ids, *(r for r in outcome.rule_ids if r not in decision.rule_ids)),
+    )
 
 
 # ---------------------------------------------------------------------------------------

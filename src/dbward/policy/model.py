@@ -4,7 +4,7 @@ the policy set they come from (grants, privilege types, query rules, connection 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time
 from enum import StrEnum
 from functools import lru_cache
@@ -14,6 +14,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
+from dbward.masking.algorithms import Algorithm, MaskSpec, apply_spec
+from dbward.masking.patterns import Pattern
+from dbward.masking.rules import MaskingPatternDef, MaskingRule, check_masking
+from dbward.policy.subject import Subject as Subject  # re-exported: it lived here first
+from dbward.policy.subject import SubjectType as SubjectType
 from dbward.sql.model import StatementKind
 
 
@@ -24,14 +29,73 @@ class Effect(StrEnum):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MaskingPlan:
-    """Which result columns to mask and how; filled in by the masking issue.
+class ColumnMask:
+    """How one result column is masked: by a pattern (the column is a direct copy of columns
+    masked with that one pattern) or by an algorithm spec; which masking rules asked for it
+    and which source columns (``schema.table.column``) its values can come from."""
 
-    ``columns`` maps a result column index to a masking rule id / algorithm spec.
+    spec: MaskSpec | None = None
+    pattern: Pattern | None = None
+    rule_ids: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+
+    @property
+    def how(self) -> str:
+        if self.pattern is not None:
+            return f"pattern {self.pattern.name}"
+        return self.spec.algorithm.value if self.spec is not None else "full"
+
+    def apply(self, value: str | None, *, token_key: bytes = b"") -> str | None:
+        """The masked value. A token's context is the first rule id, so equal values of one
+        rule get equal tokens and tokens of different rules never match."""
+        if self.pattern is not None:
+            return self.pattern.apply(value)
+        spec = self.spec or MaskSpec(algorithm=Algorithm.FULL)
+        return apply_spec(spec, value, token_key=token_key, context=self.rule_ids[0] if self.rule_ids else "")
+
+
+FULL_MASK = ColumnMask(spec=MaskSpec(algorithm=Algorithm.FULL), rule_ids=("masking:unresolved",))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MaskingPlan:
+    """Which result columns to mask and how (built by :mod:`dbward.masking.plan`).
+
+    ``columns`` maps a result column index (0-based) to its :class:`ColumnMask`; with
+    ``mask_all`` every column is masked with ``all_mask`` whatever ``columns`` says (the
+    lineage could not be established and the connection says ``masking_unresolved:
+    mask_all``). ``by_source`` holds the maskings of every masked column of the tables the
+    statement reads, keyed by ``schema.table.column`` in lower case, for the engines' cross
+    check with the wire's column origins (:func:`dbward.masking.plan.wire_mask_columns`).
+    ``inference`` names masked columns the statement filters, joins, sorts or groups on when
+    the connection allows that with an audit flag. ``statements`` holds one plan (or None)
+    per statement when the text held several; the top-level fields then describe the first.
+    ``redact_errors``: the statement reads masked values, and a server error can quote them
+    (a failed cast, an XPath error), so the engine replaces an error's text with a generic
+    sentence, keeping its SQLSTATE / errno.
     """
 
-    columns: dict[int, Any]
+    columns: dict[int, ColumnMask]
     rule_ids: tuple[str, ...] = ()
+    mask_all: bool = False
+    all_mask: ColumnMask = FULL_MASK
+    by_source: dict[str, ColumnMask] = field(default_factory=dict)
+    inference: tuple[str, ...] = ()
+    statements: tuple[MaskingPlan | None, ...] = ()
+    reasons: tuple[str, ...] = ()
+    redact_errors: bool = False
+
+    def mask_for(self, index: int) -> ColumnMask | None:
+        return self.all_mask if self.mask_all else self.columns.get(index)
+
+    def describe(self) -> str:
+        if self.mask_all:
+            return "every column is masked"
+        parts = [
+            f"column {i + 1} by {', '.join(m.rule_ids)} ({m.how}; from {', '.join(m.sources)})"
+            for i, m in sorted(self.columns.items())
+        ]
+        return "; ".join(parts) if parts else "no column is masked"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,36 +132,6 @@ class Decision:
 # Plain frozen pydantic models, so that the `dbward apply` YAML and the store can build them
 # from dicts (``PolicySet.model_validate(data)``) and nothing here does I/O. The evaluator
 # (:mod:`dbward.policy.evaluator`) compiles a PolicySet once per version.
-
-
-class SubjectType(StrEnum):
-    USER = "user"
-    GROUP = "group"
-    ROLE = "role"
-
-
-class Subject(BaseModel):
-    """Who a grant or rule is for. Also accepted as the string ``"role:analyst"``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: SubjectType
-    name: str
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_string(cls, data: Any) -> Any:
-        if isinstance(data, str):
-            kind, sep, name = data.partition(":")
-            if not sep or not name:
-                raise ValueError(
-                    f"a subject is written type:name (user:alice, group:dba, role:analyst), not {data!r}"
-                )
-            return {"type": kind.strip(), "name": name.strip()}
-        return data
-
-    def __str__(self) -> str:
-        return f"{self.type.value} {self.name}"
 
 
 class Scope(BaseModel):
@@ -380,6 +414,12 @@ class ConnectionPolicy(BaseModel):
     allow_unknown: bool = False
     allow_procedural: bool = False  # DO blocks, BEGIN NOT ATOMIC
     function_calls: Literal["call", "read"] = "call"  # what calling a non-built-in function needs
+    # When masking rules apply and the origin of some result column cannot be established:
+    # deny the statement, or mask every column of its result.
+    masking_unresolved: Literal["deny", "mask_all"] = "deny"
+    # When a statement filters, joins, sorts or groups on a column masked for the user:
+    # deny it, or allow it and flag the audit record.
+    masking_inference: Literal["deny", "allow_and_flag"] = "deny"
 
     @field_validator("approval_required", mode="before")
     @classmethod
@@ -408,9 +448,12 @@ class PolicySet(BaseModel):
     privilege_types: tuple[PrivilegeType, ...] = ()  # custom ones; the built-ins are always there
     rules: tuple[QueryRule, ...] = ()
     connections: tuple[ConnectionPolicy, ...] = ()
+    masking_patterns: tuple[MaskingPatternDef, ...] = ()  # custom; the built-ins are always there
+    masking_rules: tuple[MaskingRule, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> PolicySet:
+        check_masking(self.masking_patterns, self.masking_rules)
         names = {p.name for p in BUILTIN_PRIVILEGE_TYPES} | {p.name for p in self.privilege_types}
         for g in self.grants:
             for priv in g.privileges:
