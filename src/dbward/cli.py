@@ -1137,7 +1137,8 @@ def _register_subcommands() -> None:
     app.add_typer(policy_app, name="policy")
 
 
-_register_subcommands()
+if __name__ != "__main__":
+    _register_subcommands()
 
 
 def main() -> None:
@@ -1145,4 +1146,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m dbward.cli`: run the importable module's app, which has every subcommand
+    # (registering them from this copy would import dbward.cli a second time, half-built).
+    from dbward.cli import main as _main
+
+    _main()

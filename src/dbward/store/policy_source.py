@@ -23,7 +23,7 @@ from dbward.policy.model import (
     PrivilegeType,
     QueryRule,
 )
-from dbward.store import repo
+from dbward.store import masking_repo, repo
 from dbward.store.db import Store
 from dbward.store.models import Connection, PrivilegeTypeRow, QueryRuleRow
 from dbward.store.models import Grant as GrantRow
@@ -62,6 +62,8 @@ def grant_conditions(conditions: dict[str, Any], expires_at: datetime | None) ->
 async def load_policy_set(store: Store) -> PolicySet:
     async with store.session() as s:
         version = await repo.policy_version(s)
+        masking_patterns = await masking_repo.load(s, masking_repo.PATTERNS)
+        masking_rules = await masking_repo.load(s, masking_repo.RULES)
         conns = {c.id: c for c in (await s.execute(select(Connection))).scalars()}
         grants = (await s.execute(select(GrantRow).order_by(GrantRow.name))).scalars().all()
         ptypes = (await s.execute(select(PrivilegeTypeRow).order_by(PrivilegeTypeRow.name))).scalars().all()
@@ -117,6 +119,8 @@ async def load_policy_set(store: Store) -> PolicySet:
             ConnectionPolicy.model_validate({"connection": c.name, "engine": c.engine, **(c.policy or {})})
             for c in conns.values()
         ],
+        "masking_patterns": masking_patterns,
+        "masking_rules": masking_rules,
     }
     return PolicySet.model_validate(data)
 
