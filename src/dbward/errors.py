@@ -117,7 +117,8 @@ class UpstreamError(DbwardError):
     """dbward could not reach or log in to the target database."""
 
     sqlstate = "08001"
-    mysql_errno = 2003
+    # ER_CONNECT_TO_FOREIGN_DATA_SOURCE; not 2003, a client-side code libmariadb rejects from a server
+    mysql_errno = 1429
     mysql_sqlstate = "HY000"
     http_status = 502
     code = "upstream_unavailable"

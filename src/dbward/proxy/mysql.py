@@ -1,0 +1,986 @@
+"""The MySQL/MariaDB engine: the asyncio shell around ``wire/mysql``.
+
+One :class:`MySQLSession` per client connection:
+
+1. greet the client as the target would (server version and capabilities of the target,
+   learned once per target), with TLS on offer;
+2. authenticate the client against dbward's user store (mysql_native_password, or
+   caching_sha2_password fast path, or its full path over TLS or RSA), never with the target's
+   credential;
+3. resolve the target (per-connection listener, or ``connection/db`` on the shared port), let
+   :func:`~dbward.proxy.engine.session_lifecycle` decide the connection, connect upstream with
+   the vaulted credential (``proxy/mysql_upstream.py``);
+4. for every command: ask the gate about every statement before anything is forwarded, relay
+   the response in large chunks while :class:`~dbward.wire.mysql.scanner.ResponseScanner`
+   follows it (constant memory), and report the outcome to the gate.
+
+Client disconnects mid-query and administrator kills run ``KILL QUERY`` on the target over a
+separate connection. Counterparts: ``proxy/engine.py`` (lifecycle), ``proxy/gate.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from dbward.domain import SessionInfo, Statement, StatementOrigin, StatementOutcome, Target
+from dbward.domain.types import EngineType
+from dbward.errors import (
+    ApprovalRequired,
+    AuthenticationError,
+    ConnectionDenied,
+    DbwardError,
+    IdleTimeout,
+    ProtocolError,
+    StatementDenied,
+    UnsupportedFeature,
+    UpstreamError,
+    ValidationError,
+)
+from dbward.policy.model import Effect
+from dbward.proxy.engine import (
+    ClientConnection,
+    EngineDeps,
+    LiveSession,
+    StoredSecret,
+    UserCredentials,
+    register,
+    session_lifecycle,
+    verify_cleartext,
+    verify_mysql_native,
+    verify_mysql_sha2_fast,
+)
+from dbward.proxy.gate import Ticket
+from dbward.proxy.mysql_upstream import (
+    STREAM_LIMIT,
+    UpstreamConnection,
+    connect_upstream,
+    kill_query,
+    probe_greeting,
+    read_packet,
+)
+from dbward.wire.mysql import auth
+from dbward.wire.mysql.constants import (
+    DEFAULT_CHARSET,
+    PROXY_CAPABILITIES,
+    Capability,
+    Command,
+    ServerStatus,
+)
+from dbward.wire.mysql.messages import (
+    AuthMoreData,
+    AuthSwitchRequest,
+    ComStmtExecute,
+    ERRPacket,
+    HandshakeResponse41,
+    HandshakeV10,
+    OKPacket,
+    SSLRequest,
+)
+from dbward.wire.mysql.packets import Packet, ProtocolViolation, Reader, encode_packet, frame_header
+from dbward.wire.mysql.scanner import ResponseKind, ResponseScanner, ResultSummary
+from dbward.wire.mysql.split import is_load_data_local, split_statements, use_target
+
+log = logging.getLogger(__name__)
+
+#: how much of a response is read from the target at once (frames are scanned, not awaited)
+CHUNK = 256 * 1024
+#: the longest command packet accepted (max_allowed_packet cannot exceed 1 GiB on any server)
+MAX_COMMAND = 1 << 30
+#: connection ids in dbward's greetings start here, far above any target's thread ids, so that
+#: ``KILL <id>`` can tell a dbward session (translated to its target thread) from a target thread
+DBWARD_ID_BASE = 1 << 30
+_KILL = re.compile(r"\s*kill\s+(?:(?:hard|soft)\s+)?(query\s+|connection\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
+#: the version string shown on the shared port, before the client has picked a target
+SHARED_PORT_VERSION = "8.0.99-dbward"
+#: commands relayed as-is with a single-packet answer
+_SINGLE = {
+    Command.PING,
+    Command.STATISTICS,
+    Command.SET_OPTION,
+    Command.RESET_CONNECTION,
+}
+
+
+def error_packet(exc: DbwardError, seq: int) -> bytes:
+    """THE mapping of a dbward error to a MySQL ERR packet (errno, SQLSTATE, sentence)."""
+    err = ERRPacket(error_code=exc.mysql_errno, sql_state=exc.mysql_sqlstate, message=exc.message)
+    return encode_packet(err.encode(), seq)
+
+
+def _audit_value(v: Any) -> Any:
+    """A bound parameter as the audit journal keeps it (JSON-friendly, nothing lost)."""
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, bytes):
+        try:
+            return v.decode("utf-8")
+        except UnicodeDecodeError:
+            return "0x" + v.hex()
+    if isinstance(v, Decimal):
+        return str(v)
+    if isinstance(v, dt.date | dt.datetime):
+        return v.isoformat()
+    if isinstance(v, dt.timedelta):
+        return str(v)
+    return str(v)
+
+
+class _ClientProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that tells the session at once when the client goes away."""
+
+    def __init__(self, reader: asyncio.StreamReader, on_lost: Callable[[], None]) -> None:
+        super().__init__(reader)
+        self._on_lost = on_lost
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self._on_lost()
+        finally:
+            super().connection_lost(exc)
+
+    def eof_received(self) -> bool:
+        # A MySQL client never half-closes: end of input means it is gone.
+        self._on_lost()
+        super().eof_received()
+        return False
+
+
+@dataclass(kw_only=True)
+class _Prepared:
+    sql: str
+    num_params: int
+    types: tuple[tuple[int, bool], ...] | None = None
+    long_data: set[int] = field(default_factory=set)
+
+
+class _SessionEnd(Exception):
+    """The session ends now (the client has been told why, or is gone)."""
+
+
+@register
+class MySQLEngine:
+    protocol: ClassVar[str] = "mysql"
+
+    def __init__(self) -> None:
+        self._greetings: dict[int, HandshakeV10] = {}
+        self._rsa: auth.RsaKeyPair | None = None
+        self._ids = itertools.count(DBWARD_ID_BASE + 1)
+        self.background: set[asyncio.Task[None]] = set()
+        #: live sessions by the connection id dbward gave them in its greeting
+        self.by_connection_id: dict[int, MySQLSession] = {}
+
+    def rsa(self) -> auth.RsaKeyPair:
+        if self._rsa is None:
+            self._rsa = auth.RsaKeyPair()
+        return self._rsa
+
+    async def greeting_for(self, target: Target | None, deps: EngineDeps) -> HandshakeV10 | None:
+        if target is None:
+            return None
+        cached = self._greetings.get(target.id)
+        if cached is None:
+            cached = await probe_greeting(target, deps.settings.proxy.connect_timeout_seconds)
+            self._greetings[target.id] = cached
+        return cached
+
+    def remember_greeting(self, target: Target, greeting: HandshakeV10) -> None:
+        self._greetings[target.id] = greeting
+
+    def spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def serve(self, client: ClientConnection, deps: EngineDeps) -> None:
+        await MySQLSession(self, client, deps).run()
+
+
+class MySQLSession:
+    def __init__(self, engine: MySQLEngine, client: ClientConnection, deps: EngineDeps) -> None:
+        self.engine = engine
+        self.client = client
+        self.deps = deps
+        self.loop = asyncio.get_running_loop()
+        self.nonce = auth.new_nonce()
+        self.connection_id = next(engine._ids)
+        self.seq = 0xFF  # the greeting (or an error instead of it) has sequence id 0
+        self.tls = False
+        self.capabilities = 0
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.info: SessionInfo | None = None
+        self.live: LiveSession | None = None
+        self.target: Target | None = client.target
+        self.statements: dict[int, _Prepared] = {}
+        self.last_prepared: int | None = None
+        self.killing = False
+        self.deprecate_eof = True
+        self.no_backslash_escapes = False
+        self._pre = bytearray(client.initial_data)
+
+    # ------------------------------------------------------------------ raw socket phase
+    async def _recv_exact(self, n: int) -> bytes:
+        """Exactly ``n`` bytes from the raw socket, never more (see PROTOCOL-NOTES: STARTTLS race)."""
+        out = bytearray()
+        if self._pre:
+            out += self._pre[:n]
+            del self._pre[:n]
+        while len(out) < n:
+            chunk = await self.loop.sock_recv(self.client.sock, n - len(out))
+            if not chunk:
+                raise _SessionEnd
+            out += chunk
+        return bytes(out)
+
+    async def _recv_raw_packet(self) -> Packet:
+        length, seq = frame_header(await self._recv_exact(4))
+        if length >= 0xFFFFFF:
+            raise ProtocolViolation("a login packet longer than 16 MiB")
+        return Packet(seq, await self._recv_exact(length))
+
+    async def _attach_transport(self, ssl_on: bool) -> None:
+        reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=self.loop)
+        protocol = _ClientProtocol(reader, self._client_lost)
+        transport, _ = await self.loop.connect_accepted_socket(
+            lambda: protocol,
+            sock=self.client.sock,
+            ssl=self.deps.server_tls if ssl_on else None,
+        )
+        self.reader = reader
+        self.writer = asyncio.StreamWriter(transport, protocol, reader, self.loop)
+        if self._pre:
+            reader.feed_data(bytes(self._pre))
+            self._pre.clear()
+
+    # ------------------------------------------------------------------ packet helpers
+    def send(self, payload: bytes) -> None:
+        """Send one packet in the current exchange (sequence id follows the last one seen)."""
+        assert self.writer is not None
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the client connection was lost")
+        self.seq = (self.seq + 1) & 0xFF
+        self.writer.write(encode_packet(payload, self.seq))
+
+    def send_error(self, exc: DbwardError) -> None:
+        if self.writer is not None:
+            if self.writer.transport.is_closing():
+                return  # nobody left to tell
+            self.seq = (self.seq + 1) & 0xFF
+            self.writer.write(error_packet(exc, self.seq))
+        else:
+            self.client.sock.settimeout(2.0)  # a small packet; never wait long on a silent peer
+            try:
+                self.client.sock.sendall(error_packet(exc, (self.seq + 1) & 0xFF))
+            except OSError:
+                pass
+            finally:
+                self.client.sock.setblocking(False)
+
+    async def recv(self) -> Packet:
+        assert self.reader is not None
+        pkt = await read_packet(self.reader)
+        self.seq = pkt.last_seq
+        return pkt
+
+    async def flush(self) -> None:
+        if self.writer is not None:
+            await self.writer.drain()
+
+    # ------------------------------------------------------------------ run
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except _SessionEnd:
+            pass
+        except DbwardError as exc:
+            self.send_error(exc)
+        except ProtocolViolation as exc:
+            log.info("mysql session from %s ended: malformed packet (%s)", self.client.client.host, exc)
+            self.send_error(
+                ProtocolError(f"dbward ended the session: malformed packet from the client ({exc})")
+            )
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            await self._close()
+
+    async def _close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.writer is not None:
+            try:
+                if not self.writer.is_closing():
+                    await asyncio.wait_for(self.writer.drain(), 1)
+            except (ConnectionError, OSError, TimeoutError):
+                pass
+            self.writer.close()
+            # The transport must let go of the socket before the listener closes it, or a new
+            # connection reusing the descriptor would meet a stale registration.
+            try:
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+                self.writer.transport.abort()
+                await asyncio.sleep(0)
+
+    async def _run(self) -> None:
+        deps = self.deps
+        settings = deps.settings
+        greeting = await self._greeting()
+        self.client.sock.setblocking(False)
+        await self.loop.sock_sendall(self.client.sock, encode_packet(greeting.encode(), 0))
+        first = await self._recv_raw_packet()
+        self.seq = first.seq
+        if SSLRequest.is_ssl_request(first.payload):
+            if deps.server_tls is None:
+                raise ProtocolViolation("the client asked for TLS, which dbward did not offer")
+            if self._pre:
+                raise ProtocolViolation("bytes after the SSLRequest before the TLS handshake")
+            await self._attach_transport(ssl_on=True)
+            self.tls = True
+            first = await self.recv()
+        else:
+            await self._attach_transport(ssl_on=False)
+        hello = HandshakeResponse41.parse(first.payload)
+        self.capabilities = hello.capabilities & greeting.capabilities
+        creds, secret = await self._authenticate(hello)
+        target, database = await self._resolve_target(hello)
+        program = hello.attributes.get("program_name")
+        info = SessionInfo(
+            principal=creds.principal,
+            target=target,
+            client=self.client.client,
+            database=database,
+            client_program=program,
+            protocol_user=hello.username,
+            tls=self.tls,
+            attributes=dict(hello.attributes),
+        )
+        self.info = info
+        try:
+            async with session_lifecycle(
+                deps, info, protocol="mysql", auth_method=secret.method, kill=self._kill
+            ) as live:
+                self.live = live
+                if secret.method == "proxy_token":
+                    await deps.auth.touch_token(creds.principal.username, secret.name)
+                password = await deps.directory.upstream_password(target)
+                if password is None:
+                    raise UpstreamError(
+                        f"connection {target.name} has no stored credential; an administrator must set one"
+                    )
+                attrs = {k: v for k, v in hello.attributes.items() if not k.startswith("_dbward")}
+                attrs["_dbward_user"] = creds.principal.username
+                up = await connect_upstream(
+                    target,
+                    password,
+                    client_capabilities=self.capabilities,
+                    database=database,
+                    attributes=attrs,
+                    charset=hello.charset,
+                    timeout=settings.proxy.connect_timeout_seconds,
+                    allow_local_infile=settings.proxy.allow_load_data_local,
+                )
+                self.upstream = up
+                self.engine.remember_greeting(target, up.greeting)
+                self.deprecate_eof = bool(self.capabilities & up.capabilities & Capability.DEPRECATE_EOF)
+                # The splitter must read quotes as the server does: sql_mode NO_BACKSLASH_ESCAPES
+                # (reported in every OK's status) turns backslash into a plain character.
+                self.no_backslash_escapes = bool(up.status & ServerStatus.NO_BACKSLASH_ESCAPES)
+                self.send(OKPacket(status=up.status).encode())
+                await self.flush()
+                self.engine.by_connection_id[self.connection_id] = self
+                try:
+                    await self._command_loop()
+                finally:
+                    self.engine.by_connection_id.pop(self.connection_id, None)
+        except ConnectionDenied as exc:
+            self.send_error(exc)
+
+    async def _greeting(self) -> HandshakeV10:
+        upstream = await self.engine.greeting_for(self.target, self.deps)
+        caps = int(PROXY_CAPABILITIES)
+        version = SHARED_PORT_VERSION
+        charset = DEFAULT_CHARSET
+        status = int(ServerStatus.AUTOCOMMIT)
+        if upstream is not None:
+            caps &= upstream.capabilities | Capability.LONG_PASSWORD
+            if not upstream.capabilities & Capability.LONG_PASSWORD:
+                caps &= ~Capability.LONG_PASSWORD  # MariaDB: CLIENT_MYSQL off, no extended capabilities
+            version = upstream.server_version
+            charset = upstream.charset
+            status = upstream.status
+        if self.deps.server_tls is not None:
+            caps |= Capability.SSL
+        if self.deps.settings.proxy.allow_load_data_local:
+            caps |= Capability.LOCAL_FILES
+        return HandshakeV10(
+            server_version=version,
+            connection_id=self.connection_id,
+            auth_data=self.nonce,
+            capabilities=caps,
+            charset=charset,
+            status=status,
+            auth_plugin=self._offered_plugin(upstream),
+        )
+
+    def _offered_plugin(self, upstream: HandshakeV10 | None) -> str:
+        """The auth plugin named in the greeting: the connection's option ``client_auth_plugin``,
+        else what the target itself offers (caching_sha2_password for MySQL 8+), else
+        mysql_native_password; caching_sha2_password on the shared port. Either way dbward
+        accepts an answer with either plugin, so MySQL 9 clients and old clients both log in."""
+        chosen = self.target.options.get("client_auth_plugin") if self.target is not None else None
+        if chosen in (auth.NATIVE, auth.CACHING_SHA2):
+            return str(chosen)
+        if upstream is None:
+            return auth.CACHING_SHA2
+        return auth.CACHING_SHA2 if upstream.auth_plugin == auth.CACHING_SHA2 else auth.NATIVE
+
+    # ------------------------------------------------------------------ authentication
+    async def _authenticate(self, hello: HandshakeResponse41) -> tuple[UserCredentials, StoredSecret]:
+        creds = await self.deps.auth.lookup(hello.username)
+        plugin = hello.auth_plugin or auth.NATIVE
+        response = hello.auth_response
+        if plugin not in (auth.NATIVE, auth.CACHING_SHA2):
+            self.send(AuthSwitchRequest(plugin=auth.NATIVE, data=self.nonce).encode())
+            await self.flush()
+            response = (await self.recv()).payload
+            plugin = auth.NATIVE
+        secret: StoredSecret | None = None
+        if plugin == auth.NATIVE:
+            if creds is not None:
+                secret = verify_mysql_native(creds, self.nonce, response)
+        else:
+            if creds is not None and response:
+                secret = verify_mysql_sha2_fast(creds, self.nonce, response)
+            if secret is not None:
+                self.send(AuthMoreData(data=auth.FAST_AUTH_SUCCESS).encode())
+            elif response:
+                secret = await self._sha2_full_auth(creds)
+        if creds is None or secret is None or creds.disabled:
+            reason = (
+                f"Access denied for user '{hello.username}': the dbward user name, password or proxy "
+                "token is wrong (dbward checks its own users, not the target database's accounts)"
+            )
+            await self.deps.gate.reject_session(
+                protocol="mysql",
+                reason=reason,
+                error_code=AuthenticationError.code,
+                user=hello.username,
+                target=self.target,
+                client_host=self.client.client.host,
+                client_source=self.client.client.source,
+                client_program=hello.attributes.get("program_name"),
+            )
+            raise AuthenticationError(reason)
+        return creds, secret
+
+    async def _sha2_full_auth(self, creds: UserCredentials | None) -> StoredSecret | None:
+        """caching_sha2_password full authentication: the cleartext over TLS, or RSA without it."""
+        self.send(AuthMoreData(data=auth.PERFORM_FULL_AUTHENTICATION).encode())
+        await self.flush()
+        pkt = await self.recv()
+        if self.tls:
+            password = pkt.payload.split(b"\x00", 1)[0]
+        elif pkt.payload == auth.REQUEST_PUBLIC_KEY:
+            self.send(AuthMoreData(data=self.engine.rsa().public_pem).encode())
+            await self.flush()
+            pkt = await self.recv()
+            try:
+                password = self.engine.rsa().decrypt_password(pkt.payload, self.nonce)
+            except ValueError:
+                return None
+        else:  # a cleartext password over plain TCP is never accepted
+            return None
+        if creds is None:
+            return None
+        return await asyncio.to_thread(verify_cleartext, creds, password.decode("utf-8", "replace"))
+
+    async def _resolve_target(self, hello: HandshakeResponse41) -> tuple[Target, str | None]:
+        if self.target is not None:
+            return self.target, hello.database or self.target.database
+        if not hello.database:
+            reason = (
+                "this is dbward's shared MySQL port: choose a connection with the database name "
+                "'connection/database' (or 'connection'), or use the connection's own port"
+            )
+        else:
+            name, _, db = hello.database.partition("/")
+            target = await self.deps.directory.by_name(name)
+            if target is not None and target.engine is EngineType.MYSQL:
+                self.target = target
+                return target, db or target.database
+            reason = (
+                f"dbward has no MySQL connection named '{name}' (database name '{hello.database}' on "
+                "the shared port is read as 'connection/database')"
+            )
+        await self.deps.gate.reject_session(
+            protocol="mysql",
+            reason=reason,
+            error_code=ConnectionDenied.code,
+            user=hello.username,
+            client_host=self.client.client.host,
+            client_source=self.client.client.source,
+            client_program=hello.attributes.get("program_name"),
+        )
+        raise ConnectionDenied(reason)
+
+    # ------------------------------------------------------------------ kill and cancel
+    def _client_lost(self) -> None:
+        if self.live is not None and self.live.busy and not self.killing:
+            self.killing = True
+            self.live.end_reason = (
+                "the client disconnected in the middle of a statement; dbward ran KILL QUERY on the target"
+            )
+            self.engine.spawn(self._kill_upstream(whole=False), f"mysql-kill-{self.connection_id}")
+
+    async def _kill_upstream(self, *, whole: bool) -> None:
+        up, target = self.upstream, self.target
+        if up is None or target is None:
+            return
+        try:
+            password = await self.deps.directory.upstream_password(target)
+            if password is not None:
+                await kill_query(
+                    target,
+                    password,
+                    up.thread_id,
+                    self.deps.settings.proxy.connect_timeout_seconds,
+                    whole=whole,
+                )
+        except (DbwardError, OSError, TimeoutError) as exc:
+            log.warning("could not kill the running query on target %s: %s", target.name, exc)
+        finally:
+            up.close()
+
+    async def _kill_upstream_query(self) -> None:
+        """KILL QUERY on this session's target thread; the session itself carries on."""
+        up, target = self.upstream, self.target
+        if up is None or target is None:
+            return
+        password = await self.deps.directory.upstream_password(target)
+        if password is not None:
+            await kill_query(
+                target, password, up.thread_id, self.deps.settings.proxy.connect_timeout_seconds, whole=False
+            )
+
+    async def _kill(self, reason: str) -> None:
+        """The LiveSession kill callback (an administrator ended the session)."""
+        busy = self.live is not None and self.live.busy
+        if self.live is not None:
+            self.live.end_reason = reason
+        self.killing = True
+        if busy:
+            await self._kill_upstream(whole=False)
+        elif self.upstream is not None:
+            self.upstream.close()
+        if self.writer is not None:
+            self.writer.transport.abort()
+
+    # ------------------------------------------------------------------ command phase
+    async def _read_command(self) -> Packet | None:
+        assert self.reader is not None and self.live is not None
+        idle = self.deps.settings.proxy.idle_timeout_seconds
+        while True:
+            left = idle - (time.monotonic() - self.live.last_activity)
+            if left <= 0:
+                self.seq = 0xFF  # an unsolicited error starts at sequence id 0
+                raise IdleTimeout(
+                    f"dbward closed the session after {idle:g} seconds without activity "
+                    "(setting proxy.idle_timeout_seconds)"
+                )
+            try:
+                async with asyncio.timeout(left):
+                    header = await self.reader.readexactly(4)
+                break
+            except TimeoutError:
+                continue
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    raise ProtocolViolation("the client closed in the middle of a packet") from None
+                return None
+        length, seq = frame_header(header)
+        parts = [await self.reader.readexactly(length) if length else b""]
+        last = seq
+        total = length
+        while length == 0xFFFFFF:
+            length, last = frame_header(await self.reader.readexactly(4))
+            total += length
+            if total > MAX_COMMAND:
+                raise ProtocolViolation(
+                    f"a command longer than {MAX_COMMAND} bytes (MySQL's own limit is 1 GiB)"
+                )
+            parts.append(await self.reader.readexactly(length) if length else b"")
+        self.seq = last
+        payload = parts[0] if len(parts) == 1 else b"".join(parts)
+        if not payload:
+            raise ProtocolViolation("an empty command packet")
+        return Packet(seq, payload)
+
+    async def _command_loop(self) -> None:
+        assert self.live is not None
+        while True:
+            try:
+                pkt = await self._read_command()
+                if pkt is None:
+                    return
+                self.live.touch()
+                done = await self._dispatch(pkt.payload)
+            except ProtocolViolation as exc:  # ends the session, recorded as its end reason
+                raise ProtocolError(
+                    f"dbward ended the session: malformed packet from the client ({exc})"
+                ) from exc
+            except (StatementDenied, UnsupportedFeature, ValidationError) as exc:
+                self.send_error(exc)
+                done = False
+            except DbwardError as exc:
+                if exc.code != "audit_unavailable":
+                    raise
+                self.send_error(exc)
+                done = False
+            await self.flush()
+            self.live.touch()
+            if done:
+                return
+
+    async def _dispatch(self, payload: bytes) -> bool:
+        code = payload[0]
+        match code:
+            case Command.QUERY:
+                await self._com_query(payload)
+            case Command.STMT_PREPARE:
+                await self._com_stmt_prepare(payload)
+            case Command.STMT_EXECUTE:
+                await self._com_stmt_execute(payload)
+            case Command.STMT_FETCH:
+                await self._forward(payload, ResponseKind.FETCH)
+            case Command.STMT_SEND_LONG_DATA:
+                r = Reader(payload, 1)
+                sid, pid = r.int4(), r.int2()
+                if sid in self.statements:
+                    self.statements[sid].long_data.add(pid)
+                self._to_upstream(payload)
+            case Command.STMT_CLOSE:
+                sid = Reader(payload, 1).int4()
+                self.statements.pop(sid, None)
+                self._to_upstream(payload)
+            case Command.STMT_RESET:
+                sid = Reader(payload, 1).int4()
+                if sid in self.statements:
+                    self.statements[sid].long_data.clear()
+                await self._forward(payload, ResponseKind.SINGLE)
+            case Command.INIT_DB:
+                await self._com_init_db(payload)
+            case Command.FIELD_LIST:
+                await self._com_field_list(payload)
+            case Command.PROCESS_KILL:
+                thread = Reader(payload, 1).int4()
+                if thread > DBWARD_ID_BASE:
+                    await self._kill_dbward_session(f"KILL {thread}", thread, whole=True)
+                else:
+                    await self._gated(payload, f"KILL {thread}", StatementOrigin.QUERY, ResponseKind.SINGLE)
+            case Command.QUIT:
+                self._to_upstream(payload)
+                return True
+            case Command.CHANGE_USER:
+                raise UnsupportedFeature(
+                    "COM_CHANGE_USER is refused: a dbward session belongs to the user who signed in; "
+                    "open a new connection to act as another user"
+                )
+            case Command.RESET_CONNECTION:
+                self.statements.clear()
+                await self._forward(payload, ResponseKind.SINGLE)
+            case c if c in _SINGLE:
+                await self._forward(payload, ResponseKind.SINGLE)
+            case _:
+                name = Command(code).name if code in Command._value2member_map_ else f"0x{code:02x}"
+                raise UnsupportedFeature(
+                    f"dbward does not relay the MySQL command COM_{name}; it was not sent to the target"
+                )
+        return False
+
+    def _to_upstream(self, payload: bytes) -> None:
+        assert self.upstream is not None
+        if self.upstream.writer.is_closing():
+            raise UpstreamError(
+                "dbward's connection to the target is closed; reconnect to start a new session"
+            )
+        self.upstream.writer.write(encode_packet(payload, 0))
+
+    async def _check(self, statement: Statement) -> Ticket:
+        assert self.info is not None
+        return await self.deps.gate.check(self.info, statement)
+
+    def _refusal(self, ticket: Ticket) -> DbwardError:
+        if ticket.decision.allowed:
+            # Allowed, but with a masking plan or row limit this engine does not apply yet:
+            # fail closed rather than return data the policy wants hidden.
+            return UnsupportedFeature(
+                "the policy allows this statement only with masking or a row limit, which the MySQL "
+                "engine does not apply yet; dbward fails closed (rules: "
+                + ", ".join(ticket.decision.rule_ids)
+                + ")"
+            )
+        if ticket.decision.effect is Effect.REQUIRE_APPROVAL:
+            return ApprovalRequired(ticket.decision.message)
+        return StatementDenied(ticket.decision.message)
+
+    @staticmethod
+    def _runs(ticket: Ticket) -> bool:
+        """Whether the statement may be forwarded as it is."""
+        d = ticket.decision
+        return d.allowed and d.masking is None and d.row_limit is None
+
+    async def _complete(
+        self, ticket: Ticket, result: ResultSummary | None, sent: int, *, error: str | None = None
+    ) -> None:
+        assert self.info is not None and self.live is not None
+        self.live.statements += 1
+        err_code = None
+        if result is not None and result.error is not None:
+            error = result.error.message
+            err_code = str(result.error.error_code)
+        await self.deps.gate.complete(
+            self.info,
+            ticket,
+            StatementOutcome(
+                rows=result.rows if result else None,
+                affected=result.affected if result else None,
+                bytes_sent=sent,
+                error=error,
+                error_code=err_code,
+            ),
+        )
+
+    async def _relay(self, scanner: ResponseScanner) -> None:
+        """Copy the target's response to the client until the scanner says it is complete."""
+        assert self.upstream is not None and self.writer is not None and self.live is not None
+        up = self.upstream.reader
+        out = self.writer
+        live = self.live
+        live.busy = True
+        try:
+            while True:
+                data = await up.read(CHUNK)
+                if not data:
+                    raise UpstreamError("the target closed the connection in the middle of a response")
+                try:
+                    scanner.feed(data)
+                except ProtocolViolation as exc:
+                    raise UpstreamError(f"the target sent a malformed response ({exc})") from exc
+                if out.transport.is_closing():  # uvloop raises RuntimeError on a closed transport
+                    raise ConnectionResetError("the client connection was lost")
+                out.write(data)
+                live.touch()
+                if scanner.wants_infile:
+                    await out.drain()
+                    await self._relay_infile()
+                    scanner.resume_after_infile()
+                    continue
+                if scanner.done:
+                    break
+                await out.drain()
+        finally:
+            live.busy = False
+
+    async def _relay_infile(self) -> None:
+        """LOCAL INFILE (only when proxy.allow_load_data_local is on): the client's file goes up."""
+        assert self.reader is not None and self.upstream is not None
+        while True:
+            header = await self.reader.readexactly(4)
+            length, _ = frame_header(header)
+            body = await self.reader.readexactly(length) if length else b""
+            self.upstream.writer.write(header + body)
+            await self.upstream.writer.drain()
+            if length == 0:
+                return
+
+    async def _forward(
+        self, payload: bytes, kind: ResponseKind, tickets: tuple[Ticket, ...] = ()
+    ) -> ResponseScanner:
+        """Send the command up and relay its response; ``tickets`` are completed with an error
+        when the exchange breaks off (client gone, target gone, session killed)."""
+        self._to_upstream(payload)
+        scanner = ResponseScanner(kind, deprecate_eof=self.deprecate_eof)
+        try:
+            await self._relay(scanner)
+        except (ConnectionError, OSError, asyncio.IncompleteReadError, DbwardError) as exc:
+            why = exc.message if isinstance(exc, DbwardError) else "the client connection was lost"
+            for t in tickets:
+                try:
+                    await self._complete(t, None, scanner.bytes_seen, error=f"interrupted: {why}")
+                except DbwardError:
+                    log.error("the interruption of statement %s could not be audited", t.id)
+            raise
+        if scanner.last_status is not None:
+            self.no_backslash_escapes = bool(scanner.last_status & ServerStatus.NO_BACKSLASH_ESCAPES)
+        return scanner
+
+    async def _gated(
+        self, payload: bytes, sql: str, origin: StatementOrigin, kind: ResponseKind, **kw: Any
+    ) -> ResponseScanner | None:
+        assert self.info is not None
+        ticket = await self._check(Statement(sql=sql, origin=origin, database=self.info.database, **kw))
+        if not self._runs(ticket):
+            raise self._refusal(ticket)
+        scanner = await self._forward(payload, kind, (ticket,))
+        await self._complete(ticket, scanner.results[0] if scanner.results else None, scanner.bytes_seen)
+        return scanner
+
+    # ------------------------------------------------------------------ statements
+    async def _kill_dbward_session(self, sql: str, connection_id: int, *, whole: bool) -> None:
+        """``KILL [QUERY] <id>`` naming a dbward connection id (what clients learn from the greeting,
+        e.g. the mariadb client on Ctrl-C): dbward kills that session's target thread itself, since
+        forwarding the id would hit an unrelated thread on the target."""
+        assert self.info is not None
+        ticket = await self._check(
+            Statement(sql=sql, origin=StatementOrigin.QUERY, database=self.info.database)
+        )
+        if not self._runs(ticket):
+            raise self._refusal(ticket)
+        other = self.engine.by_connection_id.get(connection_id)
+        owner = other.info.principal.username if other is not None and other.info is not None else None
+        if other is None or owner != self.info.principal.username:
+            error = (
+                f"connection {connection_id} is not a live dbward session of user "
+                f"{self.info.principal.username} on this dbward node"
+            )
+            await self._complete(ticket, None, 0, error=error)
+            raise ValidationError(f"KILL refused: {error}")
+        if whole:
+            await other._kill(f"killed with KILL {connection_id} by the same user")
+        elif other.live is not None and other.live.busy:
+            await other._kill_upstream_query()
+        self.send(OKPacket(status=self.upstream.status if self.upstream else 2).encode())
+        await self._complete(ticket, ResultSummary(affected=0), 0)
+
+    async def _com_query(self, payload: bytes) -> None:
+        assert self.info is not None
+        sql = payload[1:].decode("utf-8", "replace")
+        kill = _KILL.match(sql)
+        if kill is not None and int(kill.group(2)) > DBWARD_ID_BASE:
+            await self._kill_dbward_session(
+                sql.strip(), int(kill.group(2)), whole=not (kill.group(1) or "").lower().startswith("query")
+            )
+            return
+        statements = split_statements(sql, backslash_escapes=not self.no_backslash_escapes) or [sql]
+        tickets: list[Ticket] = []
+        for i, text in enumerate(statements):
+            tickets.append(
+                await self._check(
+                    Statement(
+                        sql=text,
+                        origin=StatementOrigin.QUERY,
+                        database=self.info.database,
+                        index_in_batch=i,
+                        batch_size=len(statements),
+                    )
+                )
+            )
+        refused = next((t for t in tickets if not self._runs(t)), None)
+        if refused is not None:
+            for t in tickets:
+                if self._runs(t):
+                    await self._complete(
+                        t, None, 0, error="not run: another statement in the same packet was denied"
+                    )
+            raise self._refusal(refused)
+        if not self.deps.settings.proxy.allow_load_data_local and any(
+            is_load_data_local(s) for s in statements
+        ):
+            for t in tickets:
+                await self._complete(t, None, 0, error="refused: LOAD DATA LOCAL INFILE is off")
+            raise UnsupportedFeature(
+                "LOAD DATA LOCAL INFILE is refused by dbward: it lets the server read files from the "
+                "client machine; an administrator can allow it with the setting proxy.allow_load_data_local"
+            )
+        scanner = await self._forward(payload, ResponseKind.QUERY, tuple(tickets))
+        results = scanner.results
+        sent: int = scanner.bytes_seen
+        for i, t in enumerate(tickets):
+            if i < len(results):
+                res = results[i]
+                if i == len(tickets) - 1 and len(results) > len(tickets):  # CALL: extra result sets
+                    extra = results[i:]
+                    res = ResultSummary(
+                        rows=sum(r.rows or 0 for r in extra)
+                        if any(r.rows is not None for r in extra)
+                        else None,
+                        affected=extra[-1].affected,
+                        error=next((r.error for r in extra if r.error), None),
+                    )
+                await self._complete(t, res, sent if i == 0 else 0)
+                db = use_target(t.statement.sql)
+                if db is not None and res.error is None:
+                    self.info.database = db
+            else:
+                await self._complete(
+                    t, None, 0, error="not run: an earlier statement in the same packet failed"
+                )
+
+    async def _com_stmt_prepare(self, payload: bytes) -> None:
+        sql = payload[1:].decode("utf-8", "replace")
+        scanner = await self._gated(payload, sql, StatementOrigin.PREPARE, ResponseKind.PREPARE)
+        assert scanner is not None
+        ok = scanner.prepare_ok
+        if ok is not None:
+            self.statements[ok.statement_id] = _Prepared(sql=sql, num_params=ok.num_params)
+            self.last_prepared = ok.statement_id
+
+    async def _com_stmt_execute(self, payload: bytes) -> None:
+        sid = Reader(payload, 1).int4()
+        if sid == 0xFFFFFFFF and self.last_prepared is not None:
+            sid = self.last_prepared
+        prepared = self.statements.get(sid)
+        if prepared is None:
+            raise ValidationError(
+                f"prepared statement {sid} is unknown to dbward (it was never prepared in this session "
+                "or has been closed)"
+            )
+        execute = ComStmtExecute.parse(
+            payload, prepared.num_params, prepared.types, frozenset(prepared.long_data)
+        )
+        params = tuple("<long data>" if p.long_data else _audit_value(p.value) for p in execute.params)
+        await self._gated(
+            payload,
+            prepared.sql,
+            StatementOrigin.EXECUTE,
+            ResponseKind.EXECUTE,
+            params=params,
+            statement_name=str(sid),
+        )
+        prepared.types = execute.types
+        prepared.long_data.clear()
+
+    async def _com_init_db(self, payload: bytes) -> None:
+        assert self.info is not None
+        db = payload[1:].decode("utf-8", "replace")
+        ticket = await self._check(
+            Statement(sql="USE `" + db.replace("`", "``") + "`", origin=StatementOrigin.INIT_DB, database=db)
+        )
+        if not self._runs(ticket):
+            raise self._refusal(ticket)
+        scanner = await self._forward(payload, ResponseKind.SINGLE, (ticket,))
+        res = scanner.results[0] if scanner.results else None
+        await self._complete(ticket, res, scanner.bytes_seen)
+        if res is not None and res.error is None:
+            self.info.database = db
+
+    async def _com_field_list(self, payload: bytes) -> None:
+        r = Reader(payload, 1)
+        table = r.nul_bytes().decode("utf-8", "replace")
+        wildcard = r.rest().decode("utf-8", "replace")
+        sql = "SHOW COLUMNS FROM `" + table.replace("`", "``") + "`"
+        if wildcard:
+            sql += " LIKE '" + wildcard.replace("'", "''") + "'"
+        await self._gated(payload, sql, StatementOrigin.FIELD_LIST, ResponseKind.FIELD_LIST)
