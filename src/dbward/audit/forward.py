@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from dbward.audit import syslog
 from dbward.config import ForwarderSettings
@@ -242,6 +243,7 @@ class Dispatcher:
         *,
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
+        linger: float = 0.0,
     ) -> None:
         self.journal_path = journal_path
         self.chain = chain
@@ -249,6 +251,11 @@ class Dispatcher:
         self.cursor_dir = cursor_dir
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        # Once caught up, wait this long before the next small batch, so that a busy node
+        # sends few large batches rather than one per statement (the journal already holds
+        # every event durably; forwarding is never on the statement path).
+        self.linger = linger
+        self._urgent = False
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
         self.delivered: dict[str, int] = {}
@@ -273,9 +280,9 @@ class Dispatcher:
             batch: list[tuple[str, dict[str, Any]]] = []
             next_offset = offset
             if self.journal_path.exists():
-                batch, next_offset = await asyncio.to_thread(
-                    _read_batch, self.journal_path, seq, batch_size, offset
-                )
+                # Read in the loop's thread: the journal tail is in the page cache, and a
+                # worker thread parsing JSON would contend for the GIL with the proxy.
+                batch, next_offset = _read_batch(self.journal_path, seq, batch_size, offset)
             if not batch:
                 self._wake.clear()
                 try:
@@ -303,15 +310,23 @@ class Dispatcher:
             self.failures.pop(fwd.name, None)
             seq = int(batch[-1][1]["seq"])
             offset = next_offset
-            await asyncio.to_thread(cursor.save, self.chain, seq)
+            cursor.save(self.chain, seq)
             self.delivered[fwd.name] = seq
+            if self.linger and len(batch) < batch_size and not self._urgent:
+                await asyncio.sleep(self.linger)
 
     async def wait_delivered(self, seq: int, timeout: float = 10.0) -> None:
         """Wait until every forwarder delivered up to ``seq`` (tests, graceful shutdown)."""
-        async with asyncio.timeout(timeout):
-            while any(v < seq for v in self.delivered.values()) or len(self.delivered) < len(self.forwarders):
-                self.notify()
-                await asyncio.sleep(0.05)
+        self._urgent = True
+        try:
+            async with asyncio.timeout(timeout):
+                while any(v < seq for v in self.delivered.values()) or len(self.delivered) < len(
+                    self.forwarders
+                ):
+                    self.notify()
+                    await asyncio.sleep(0.05)
+        finally:
+            self._urgent = False
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -334,7 +349,7 @@ def _read_batch(
                 break  # a record still being written
             line = raw.decode().rstrip("\n")
             if line:
-                rec = json.loads(line)
+                rec = orjson.loads(line)
                 if int(rec.get("seq", 0)) > after_seq:
                     if len(out) >= limit:
                         break
