@@ -45,6 +45,7 @@ lint: install
 
 docs: install
 	$(BIN)/python -m dbward.audit.catalogue_docs > docs/audit-events.md
+	$(BIN)/python -m dbward.api.openapi > docs/openapi.json
 
 bench: install services
 	@bash bench/run.sh $(ARGS)

@@ -13,6 +13,8 @@ ls /usr/share/java/mariadb-java-client*.jar >/dev/null 2>&1 || need_apt+=(libmar
 ls /usr/share/java/postgresql*.jar >/dev/null 2>&1 || need_apt+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null || need_apt+=(default-jdk-headless)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# the console browser tests drive Debian's chromium with Playwright (no browser download)
+command -v chromium >/dev/null || need_apt+=(chromium)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -435,6 +435,10 @@ async def serve_node(
     from dbward.proxy.engine import ENGINES
 
     node = Node.from_settings(settings)
+    # Background threads (SQLite store writes, fsync) must not hold the GIL for the default
+    # 5 ms while the event loop waits to relay the next statement.
+    sys.setswitchinterval(0.0005)
+    api_server: Any = None  # dbward.api.server.ApiServer once started
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -477,15 +481,21 @@ async def serve_node(
             console.print(
                 "[yellow]no listeners are open[/]: add a connection with a listen_port (`dbward apply`)"
             )
-        import importlib.util
-
-        api_spec = importlib.util.find_spec("dbward.api")
-        if api_spec is None or api_spec.origin is None:
-            console.print("web console and API: not part of this build yet")
-        elif not settings.api.port:
+        node.start_audit_forwarding()  # the store copy feeds the console's audit view and the API
+        if not settings.api.port:
             console.print("web console and API: off (api.port is 0)")
         else:
-            console.print(f"web console and API: http://{settings.api.listen_host}:{settings.api.port}/")
+            from dbward.api.server import ApiServer
+
+            api_server = ApiServer(node)
+            try:
+                await api_server.start(settings.api.listen_host, settings.api.port)
+            except OSError as exc:
+                raise ConfigError(f"{exc.strerror}; set api.port in dbward.yaml or DBWARD_API__PORT") from exc
+            console.print(
+                f"web console and API: http://{settings.api.listen_host}:{api_server.port}/ "
+                f"(API under /api/v1, OpenAPI at /api/v1/openapi.json)"
+            )
         console.print(f"audit journal: {settings.journal_path}")
         if banner_extra is not None:
             banner_extra()
@@ -495,6 +505,8 @@ async def serve_node(
         console.print("stopping: no new connections; waiting up to 10 s for live sessions to finish")
     finally:
         try:
+            if api_server is not None:
+                await api_server.stop()
             await node.stop(drain_timeout=10.0)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):

@@ -47,6 +47,44 @@ class ApiSettings(_Strict):
     listen_host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str | None = None
+    # Console sessions: signed out after this long without a request, and after max hours in any case.
+    session_idle_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    session_max_hours: int = Field(default=12, ge=1, le=24 * 30)
+    # "auto": Secure cookies when the console is reached over HTTPS (or public_url is https).
+    cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # Lockout: this many failed sign-ins within lockout_window_minutes lock the user name
+    # for lockout_minutes (the failures are audited as auth.signin_failed).
+    lockout_failures: int = Field(default=5, ge=1, le=100)
+    lockout_window_minutes: int = Field(default=15, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    # Password policy for console, API and proxy passwords set by people.
+    password_min_length: int = Field(default=12, ge=8, le=128)
+    password_min_classes: int = Field(default=3, ge=1, le=4)  # lower, upper, digit, other
+    # Two-factor sign-in (TOTP): off, for administrators, or for everyone; plus these groups.
+    totp_required: Literal["off", "admins", "everyone"] = "admins"
+    totp_required_groups: list[str] = Field(default_factory=list)
+    # Console and API client address ranges (CIDR); empty: any address.
+    allowed_ips: list[str] = Field(default_factory=list)
+    admin_allowed_ips: list[str] = Field(default_factory=list)
+    # Peers (CIDR) whose X-Forwarded-For header names the real client (an HTTP load balancer).
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # SQL editor: rows kept per result (the grid pages through them) and CSV export limit;
+    # a connection's options.export_max_rows overrides the export limit for that connection.
+    editor_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
+    export_max_rows: int = Field(default=10000, ge=1, le=10_000_000)
+    editor_statement_timeout_seconds: float = Field(default=300, gt=0)
+
+    @field_validator("allowed_ips", "admin_allowed_ips", "trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for net in v:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r} is not an IP address or CIDR range") from None
+        return v
 
 
 class ForwarderSettings(_Strict):

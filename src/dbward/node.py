@@ -17,6 +17,7 @@ from dbward.audit.journal import AuditJournal, FileJournal
 from dbward.audit.store import StoreForwarder
 from dbward.config import Settings
 from dbward.domain import Target
+from dbward.identity.ephemeral import EphemeralTokens
 from dbward.policy.decider import PolicyDecider
 from dbward.policy.evaluator import PolicyEvaluator
 from dbward.proxy.engine import ENGINES, EngineDeps, SessionRegistry
@@ -51,6 +52,8 @@ class Node:
     policy: PolicyDecider | None = None
     name: str = field(default_factory=socket.gethostname)
     directory: StoreDirectory = field(init=False)
+    #: one-login proxy tokens of the console SQL editor (see identity/ephemeral.py)
+    ephemeral: EphemeralTokens = field(init=False)
     policy_decider: PolicyDecider = field(init=False)
     gate: Gate = field(init=False)
     sessions: SessionRegistry = field(init=False)
@@ -59,7 +62,8 @@ class Node:
     dispatcher: Dispatcher | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        self.directory = StoreDirectory(self.store)
+        self.ephemeral = EphemeralTokens()
+        self.directory = StoreDirectory(self.store, self.ephemeral)
         self.policy_decider = self.policy or PolicyEvaluator(StorePolicyProvider(self.store))
         self.gate = Gate(
             self.policy_decider,
@@ -110,14 +114,14 @@ class Node:
         journal.open()
         forwarders: list[tuple[Forwarder, int]] = []
         if self.settings.audit.store_events:
-            forwarders.append((StoreForwarder(self.store), 1000))
+            forwarders.append((StoreForwarder(self.store), 2000))
         for cfg in self.settings.audit.forwarders:
             if cfg.enabled:
                 forwarders.append((build_forwarder(cfg), cfg.batch_size))
         if not forwarders:
             return None
         self.dispatcher = Dispatcher(
-            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors"
+            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors", linger=0.25
         )
         journal.on_durable = self.dispatcher.notify
         self.dispatcher.start()

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import or_, select
 
 from dbward.domain import EngineType, Principal, Target, TlsMode
+from dbward.identity.ephemeral import EphemeralTokens
 from dbward.identity.secrets import SecretVerifiers
 from dbward.policy.decider import GrantView
 from dbward.proxy.engine import StoredSecret, UserCredentials
@@ -51,8 +52,10 @@ def _aware(d: datetime | None) -> datetime | None:
 
 
 class StoreDirectory:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, ephemeral: EphemeralTokens | None = None) -> None:
         self.store = store
+        # the console SQL editor's one-login tokens (identity/ephemeral.py), if this node has any
+        self.ephemeral = ephemeral
 
     async def lookup(self, username: str) -> UserCredentials | None:
         now = datetime.now(UTC)
@@ -104,6 +107,8 @@ class StoreDirectory:
                         verifiers=SecretVerifiers.from_json(self.store.box.decrypt(t.verifiers)),
                     )
                 )
+            if self.ephemeral is not None:
+                secrets.extend(self.ephemeral.secrets_for(user.username))
             principal = Principal(
                 user_id=user.id,
                 username=user.username,

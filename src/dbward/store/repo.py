@@ -580,3 +580,187 @@ async def delete_grant(s: AsyncSession, name: str) -> None:
     await s.delete(g)
     await s.flush()
     await bump_policy_version(s)
+
+
+# ----------------------------------------------------------------------------- console and API (0004)
+# API tokens, console sessions, TOTP, recovery codes, sign-in lockouts and per-user IP rules.
+# Only hashes of tokens, session ids and recovery codes are stored; TOTP secrets are encrypted.
+from dbward.store.models import (  # noqa: E402  (kept beside the functions that use them)
+    ApiToken,
+    ConsoleSession,
+    RecoveryCode,
+    SigninLockout,
+    UserIpRule,
+    UserTotp,
+)
+
+
+async def list_api_tokens(s: AsyncSession) -> list[tuple[ApiToken, str]]:
+    rows = await s.execute(
+        select(ApiToken, User.username).join(User, ApiToken.user_id == User.id).order_by(ApiToken.name)
+    )
+    return [(t, u) for t, u in rows.all()]
+
+
+async def get_api_token(s: AsyncSession, name: str) -> ApiToken | None:
+    return (await s.execute(select(ApiToken).where(ApiToken.name == name))).scalar_one_or_none()
+
+
+async def api_token_by_hash(s: AsyncSession, token_hash: str) -> tuple[ApiToken, User] | None:
+    row = (
+        await s.execute(
+            select(ApiToken, User)
+            .join(User, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == token_hash)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def create_api_token(
+    s: AsyncSession,
+    name: str,
+    *,
+    username: str,
+    token_hash: str,
+    prefix: str,
+    scopes: list[str],
+    allowed_ips: list[str],
+    expires_at: datetime | None,
+    description: str | None,
+    created_by: str | None,
+) -> ApiToken:
+    user = await require_user(s, username)
+    if await get_api_token(s, name) is not None:
+        raise ConflictError(f"an API token named {name} already exists")
+    t = ApiToken(
+        name=name,
+        token_hash=token_hash,
+        prefix=prefix,
+        user_id=user.id,
+        scopes=scopes,
+        allowed_ips=allowed_ips,
+        expires_at=expires_at,
+        description=description,
+        created_by=created_by,
+    )
+    s.add(t)
+    await s.flush()
+    return t
+
+
+async def revoke_api_token(s: AsyncSession, name: str) -> ApiToken:
+    t = await get_api_token(s, name)
+    if t is None:
+        raise NotFoundError(f"there is no API token named {name}")
+    t.revoked_at = t.revoked_at or utcnow()
+    await s.flush()
+    return t
+
+
+async def add_console_session(s: AsyncSession, row: ConsoleSession) -> None:
+    s.add(row)
+    await s.flush()
+
+
+async def console_session(s: AsyncSession, session_hash: str) -> tuple[ConsoleSession, User] | None:
+    row = (
+        await s.execute(
+            select(ConsoleSession, User)
+            .join(User, ConsoleSession.user_id == User.id)
+            .where(ConsoleSession.id == session_hash)
+        )
+    ).first()
+    return (row[0], row[1]) if row else None
+
+
+async def delete_console_sessions(
+    s: AsyncSession, *, session_hash: str | None = None, user_id: int | None = None
+) -> None:
+    q = delete(ConsoleSession)
+    if session_hash is not None:
+        q = q.where(ConsoleSession.id == session_hash)
+    if user_id is not None:
+        q = q.where(ConsoleSession.user_id == user_id)
+    await s.execute(q)
+
+
+async def get_totp(s: AsyncSession, user_id: int) -> UserTotp | None:
+    return await s.get(UserTotp, user_id)
+
+
+async def set_totp(s: AsyncSession, box: SecretBox, user_id: int, secret: str) -> UserTotp:
+    row = await s.get(UserTotp, user_id)
+    if row is None:
+        row = UserTotp(user_id=user_id, secret=box.encrypt(secret), last_step=0)
+        s.add(row)
+    else:
+        row.secret, row.confirmed_at, row.last_step = box.encrypt(secret), None, 0
+    await s.flush()
+    return row
+
+
+async def delete_totp(s: AsyncSession, user_id: int) -> None:
+    await s.execute(delete(UserTotp).where(UserTotp.user_id == user_id))
+    await s.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+
+
+async def replace_recovery_codes(s: AsyncSession, user_id: int, hashes: list[str]) -> None:
+    await s.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
+    for h in hashes:
+        s.add(RecoveryCode(user_id=user_id, code_hash=h))
+    await s.flush()
+
+
+async def use_recovery_code(s: AsyncSession, user_id: int, code_hash: str) -> bool:
+    row = (
+        await s.execute(
+            select(RecoveryCode).where(
+                RecoveryCode.user_id == user_id,
+                RecoveryCode.code_hash == code_hash,
+                RecoveryCode.used_at.is_(None),
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return False
+    row.used_at = utcnow()
+    await s.flush()
+    return True
+
+
+async def unused_recovery_codes(s: AsyncSession, user_id: int) -> int:
+    rows = await s.execute(
+        select(RecoveryCode.id).where(RecoveryCode.user_id == user_id, RecoveryCode.used_at.is_(None))
+    )
+    return len(rows.all())
+
+
+async def get_lockout(s: AsyncSession, username: str) -> SigninLockout | None:
+    return await s.get(SigninLockout, username)
+
+
+async def lockout_row(s: AsyncSession, username: str) -> SigninLockout:
+    row = await s.get(SigninLockout, username)
+    if row is None:
+        row = SigninLockout(username=username, failures=0)
+        s.add(row)
+    return row
+
+
+async def clear_lockout(s: AsyncSession, username: str) -> None:
+    await s.execute(delete(SigninLockout).where(SigninLockout.username == username))
+
+
+async def user_ip_rules(s: AsyncSession, user_id: int) -> list[str]:
+    rows = await s.execute(
+        select(UserIpRule.cidr).where(UserIpRule.user_id == user_id).order_by(UserIpRule.cidr)
+    )
+    return list(rows.scalars().all())
+
+
+async def set_user_ip_rules(s: AsyncSession, user_id: int, cidrs: list[str]) -> None:
+    await s.execute(delete(UserIpRule).where(UserIpRule.user_id == user_id))
+    for c in sorted(set(cidrs)):
+        s.add(UserIpRule(user_id=user_id, cidr=c))
+    await s.flush()

@@ -29,7 +29,21 @@ def test_the_example_has_every_kind_of_object() -> None:
     from dbward.declarative.loader import load_file
 
     v = validate(load_file(EXAMPLE), ENV)
-    assert set(v.items) == set(SECTIONS) == {"users", "groups", "roles", "connections", "privilege_types", "grants", "rules", "masking_patterns", "masking_rules"}
+    assert (
+        set(v.items)
+        == set(SECTIONS)
+        == {
+            "users",
+            "groups",
+            "roles",
+            "connections",
+            "privilege_types",
+            "grants",
+            "rules",
+            "masking_patterns",
+            "masking_rules",
+        }
+    )
     assert all(v.items[k] for k in SECTIONS), "every section has at least one object"
     assert v.secrets[("users", "alice")] == "alice-password-1"
     assert v.secrets[("connections", "hr-pg")] == "p"
