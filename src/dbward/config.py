@@ -41,6 +41,9 @@ class ProxySettings(_Strict):
     allow_load_data_local: bool = False
     # COPY ... TO/FROM PROGRAM and server-side files.
     allow_copy_program: bool = False
+    # Masking: how often a target's catalog (tables, columns, views) is read again while it is
+    # in use; it is also read again right after DDL run through dbward.
+    catalog_refresh_seconds: float = Field(default=60, gt=0)
 
 
 class ApiSettings(_Strict):

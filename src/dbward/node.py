@@ -20,6 +20,7 @@ from dbward.domain import Target
 from dbward.identity.ephemeral import EphemeralTokens
 from dbward.policy.decider import PolicyDecider
 from dbward.policy.evaluator import PolicyEvaluator
+from dbward.proxy.catalog import TargetCatalogs
 from dbward.proxy.engine import ENGINES, EngineDeps, SessionRegistry
 from dbward.proxy.gate import Gate
 from dbward.proxy.server import Listener, ProxyServer
@@ -55,6 +56,8 @@ class Node:
     #: one-login proxy tokens of the console SQL editor (see identity/ephemeral.py)
     ephemeral: EphemeralTokens = field(init=False)
     policy_decider: PolicyDecider = field(init=False)
+    #: the targets' catalogs masking's lineage reads (both engines)
+    catalogs: TargetCatalogs = field(init=False)
     gate: Gate = field(init=False)
     sessions: SessionRegistry = field(init=False)
     deps: EngineDeps = field(init=False)
@@ -64,11 +67,15 @@ class Node:
     def __post_init__(self) -> None:
         self.ephemeral = EphemeralTokens()
         self.directory = StoreDirectory(self.store, self.ephemeral)
-        self.policy_decider = self.policy or PolicyEvaluator(StorePolicyProvider(self.store))
+        self.catalogs = TargetCatalogs(self.directory, self.settings)
+        self.policy_decider = self.policy or PolicyEvaluator(
+            StorePolicyProvider(self.store), catalog=self.catalogs
+        )
         self.gate = Gate(
             self.policy_decider,
             self.journal,
             fail_closed=self.settings.audit.fail_closed,
+            catalogs=self.catalogs,
         )
         self.sessions = SessionRegistry()
         p = self.settings.proxy
@@ -80,6 +87,8 @@ class Node:
             sessions=self.sessions,
             server_tls=server_context(p.tls_cert, p.tls_key, self.settings.data_dir),
             node=self.name,
+            catalogs=self.catalogs,
+            masking_key=self.store.box.derive_key("masking-token"),
         )
         self.proxy = ProxyServer(self.deps)
 
@@ -150,6 +159,7 @@ class Node:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.proxy.drain(drain_timeout)
+        await self.catalogs.close()
         await self.journal.close()
         if self.dispatcher is not None:
             journal = self.journal

@@ -155,7 +155,12 @@ class MaskingApplied(AuditEvent):
     type: ClassVar[str] = "statement.masked"
     code: ClassVar[str] = "Q003I"
     statement_id: str = ""
-    columns: list[dict[str, Any]] = field(default_factory=list)  # {"column", "rule", "algorithm"}
+    # one entry per masked output column: {"column": its name, "rule": rule ids (comma-separated),
+    # "algorithm", "position" (1-based), "rules" (list), "sources", "wire_origin"}
+    columns: list[dict[str, Any]] = field(default_factory=list)
+    # masked columns the statement filtered, joined, sorted or grouped on, allowed with an
+    # audit flag by the connection's masking_inference setting
+    inference: list[str] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

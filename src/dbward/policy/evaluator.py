@@ -39,6 +39,7 @@ from dbward.masking.plan import CompiledMasking, MaskingView, plan_masking, writ
 from dbward.policy.model import (
     BUILTIN_PRIVILEGE_TYPES,
     ApprovalTrigger,
+    ColumnMask,
     ConnectionPolicy,
     Decision,
     Effect,
@@ -51,7 +52,7 @@ from dbward.policy.model import (
     SubjectType,
 )
 from dbward.sql import analyze
-from dbward.sql.lineage import Catalog, lineage_key, output_lineage
+from dbward.sql.lineage import Catalog, SourceColumn, lineage_key, output_lineage
 from dbward.sql.model import DDL_KINDS, WRITE_KINDS, Access, Analysis, ObjectRef, ObjectType, StatementKind
 
 K = StatementKind
@@ -651,6 +652,7 @@ class PolicyEvaluator:
         self._compiled: CompiledPolicy | None = None
         self._cache: OrderedDict[tuple[object, ...], Decision] = OrderedDict()
         self._cache_size = cache_size
+        self._wire_sources: dict[tuple[object, ...], dict[str, ColumnMask]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -697,8 +699,11 @@ class PolicyEvaluator:
                 try:
                     catalog = await self._catalog.catalog(session)
                 except Exception as exc:  # fail closed below, with the reason
+                    why = getattr(exc, "message", None)
                     catalog_error = (
-                        f"the catalog of connection {connection} could not be read ({type(exc).__name__})"
+                        why
+                        if isinstance(why, str) and why
+                        else f"the catalog of connection {connection} could not be read ({type(exc).__name__})"
                     )
             else:
                 catalog_error = f"dbward has no catalog of connection {connection}"
@@ -737,6 +742,17 @@ class PolicyEvaluator:
                 catalog_error,
             )
         decision = replace(decision, kind=a.kind.value, fingerprint=a.fingerprint_hash)
+        if (
+            mview is not None
+            and not decision.allowed
+            and "masking:unresolved" in decision.rule_ids
+            and "not in dbward's catalog" in decision.message
+        ):
+            # Another tool may have changed the schema: have the provider read the catalog
+            # again; the new catalog version gives later statements a new cache key.
+            suspect = getattr(self._catalog, "suspect", None)
+            if suspect is not None:
+                suspect(session, decision.message)
         self._cache[key] = decision
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
@@ -762,6 +778,43 @@ class PolicyEvaluator:
             a.sql if text_rules else None,
             lv.outcomes,
         )
+
+    async def wire_sources(self, session: SessionInfo) -> dict[str, ColumnMask]:
+        """Every column of the session's catalog masked for its user, keyed by
+        ``schema.table.column`` in lower case (the shape of ``MaskingPlan.by_source``).
+
+        The engines cross-check every result's wire column origins against it, also for
+        statements without a plan: a table another tool swapped under a name dbward's catalog
+        still knows otherwise reaches the client unmasked until the catalog is read again.
+        Empty when no masking rule applies to the session."""
+        if self._catalog is None:
+            return {}
+        cp = await self.compiled()
+        if not cp.masking:
+            return {}
+        mview = cp.masking.view(session.principal, session.target.name, session.client.host)
+        if mview is None:
+            return {}
+        catalog = await self._catalog.catalog(session)
+        key = (cp.version, mview.key, catalog.version, session.database)
+        hit = self._wire_sources.get(key)
+        if hit is None:
+            hit = {}
+            db = catalog.database or session.database
+            for (s, t), cols in catalog.tables.items():
+                for c in cols:
+                    r = mview.rule_for(SourceColumn(db, s, t, c))
+                    if r is not None:
+                        hit[f"{s}.{t}.{c}".lower()] = ColumnMask(
+                            spec=r.mask.spec,
+                            pattern=r.mask.pattern,
+                            rule_ids=r.mask.rule_ids,
+                            sources=(f"{s}.{t}.{c}",),
+                        )
+            if len(self._wire_sources) > 64:
+                self._wire_sources.clear()
+            self._wire_sources[key] = hit
+        return hit
 
     def cache_clear(self) -> None:
         self._cache.clear()

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from dbward.config import Settings
 from dbward.domain import ClientAddress, Principal, SessionInfo, Target
@@ -172,6 +172,23 @@ class EngineDeps:
     sessions: SessionRegistry
     server_tls: ssl.SSLContext | None = None
     node: str = "node-1"
+    #: the masking catalogs (``proxy/catalog.py``): the engines map wire column origins with
+    #: them; None when the node has none (tests with a policy of their own)
+    catalogs: TargetCatalogsView | None = None
+    #: the key of masking's deterministic tokens (derived from the store's encryption key)
+    masking_key: bytes = b""
+
+
+class TargetCatalogsView(Protocol):
+    """What an engine needs of the masking catalogs (implemented by ``proxy/catalog.py``)."""
+
+    def watching(self, session: SessionInfo) -> Any:
+        """The catalog read for this session's masking (None: no masking rule applies)."""
+        ...
+
+    def suspect(self, session: SessionInfo, why: str) -> bool: ...
+
+    def invalidate(self, target: Target, database: str | None = None) -> None: ...
 
 
 class Engine(Protocol):

@@ -12,10 +12,11 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from dbward.audit.events import (
     AuditEvent,
+    MaskingApplied,
     SessionEnded,
     SessionRejected,
     SessionStarted,
@@ -29,6 +30,16 @@ from dbward.policy.decider import PolicyDecider
 from dbward.policy.model import Decision, Effect
 
 log = logging.getLogger(__name__)
+
+#: statement kinds after which the target's schema may have changed (the masking catalog is
+#: read again before the next statement that needs it)
+SCHEMA_CHANGING_KINDS = frozenset(
+    {"CREATE", "ALTER", "DROP", "RENAME", "CALL", "PROCEDURAL", "UNKNOWN", "ADMIN", "EXECUTE"}
+)
+
+
+class CatalogInvalidator(Protocol):
+    def invalidate(self, target: Target, database: str | None = None) -> None: ...
 
 
 @dataclass(kw_only=True)
@@ -54,10 +65,18 @@ def _base(session: SessionInfo) -> dict[str, Any]:
 
 
 class Gate:
-    def __init__(self, policy: PolicyDecider, journal: AuditJournal, *, fail_closed: bool = True) -> None:
+    def __init__(
+        self,
+        policy: PolicyDecider,
+        journal: AuditJournal,
+        *,
+        fail_closed: bool = True,
+        catalogs: CatalogInvalidator | None = None,
+    ) -> None:
         self.policy = policy
         self.journal = journal
         self.fail_closed = fail_closed
+        self.catalogs = catalogs
 
     async def _record(self, event: AuditEvent) -> None:
         try:
@@ -157,7 +176,28 @@ class Gate:
         )
         return ticket
 
+    async def masked(self, session: SessionInfo, ticket: Ticket, columns: list[dict[str, Any]]) -> None:
+        """Record which output columns of a statement were masked, how and by which rules
+        (one entry per column, see ``proxy.masking.ResultMasks.audit_columns``), and the
+        inference flag when the plan carries one. Written before the statement's completion."""
+        plan = ticket.decision.masking
+        inference = list(plan.inference) if plan is not None else []
+        await self._record(
+            MaskingApplied(
+                **_base(session),
+                statement_id=ticket.id,
+                columns=columns,
+                inference=inference,
+            )
+        )
+
     async def complete(self, session: SessionInfo, ticket: Ticket, outcome: StatementOutcome) -> None:
+        if (
+            self.catalogs is not None
+            and outcome.error is None
+            and ticket.decision.kind in SCHEMA_CHANGING_KINDS
+        ):
+            self.catalogs.invalidate(session.target, session.database)
         duration = outcome.duration_ms or (time.perf_counter() - ticket.started) * 1000
         await self._record(
             StatementCompleted(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import secrets
 import socket
 import ssl
@@ -43,7 +44,7 @@ from dbward.errors import (
     UnsupportedFeature,
 )
 from dbward.identity.secrets import ScramVerifier, hash_password, scram_verifier, verify_argon2
-from dbward.policy.model import Decision, Effect
+from dbward.policy.model import Decision, Effect, MaskingPlan
 from dbward.proxy.engine import (
     ClientConnection,
     EngineDeps,
@@ -55,6 +56,8 @@ from dbward.proxy.engine import (
     verify_cleartext,
 )
 from dbward.proxy.gate import Ticket
+from dbward.proxy.masking import ResultMasks, cut_notice, error_sentence, result_masks, stale_masks
+from dbward.proxy.postgres_masking import CopyMasker, CopyUnmaskable, RowMasker, python_encoding
 from dbward.proxy.postgres_upstream import (
     STREAM_LIMIT,
     CancelRoute,
@@ -64,6 +67,7 @@ from dbward.proxy.postgres_upstream import (
     send_cancel,
 )
 from dbward.wire.postgres import messages as m
+from dbward.wire.postgres import rows as wrows
 from dbward.wire.postgres.framing import scan
 from dbward.wire.postgres.params import decode_params
 from dbward.wire.postgres.scram import ScramError, ScramServer
@@ -103,12 +107,54 @@ class _Prepared:
     sql: str
     param_types: tuple[int, ...]  # from Parse, completed by the target's ParameterDescription
     refusal: str | None = None  # set when the gate refused it at Parse
+    decision: Decision | None = None  # the gate's decision at Parse (its masking plan announces types)
+    fields: tuple[wrows.Field, ...] | None = None  # from Describe 'S' (formats not yet known)
+    stale: bool = False  # its result names a table dbward's catalog does not know
 
 
 @dataclass(kw_only=True)
 class _Portal:
     statement: _Prepared
     params: tuple[Any, ...]
+    result_formats: tuple[int, ...] = ()
+    fields: tuple[wrows.Field, ...] | None = None  # from Describe 'P' (formats as sent)
+    stale: bool = False
+    rows_sent: int = 0  # rows relayed over every Execute of this portal (for the row limit)
+    cut: bool = False  # the row limit cut this portal's result
+
+
+@dataclass(kw_only=True)
+class _Rewrite:
+    """An execution whose result dbward rewrites: masked values, the row limit, or a check of
+    the result's wire origins against the catalog (sessions with masking rules)."""
+
+    plan: MaskingPlan | None
+    limit: int | None
+    sql: str
+    portal: _Portal | None = None
+    # what the row limit counts across executions: the portal, or a SQL cursor's FETCHes
+    counter: _Portal | None = None
+    describe_plan: MaskingPlan | None = None  # the plan the client's Describe announced types by
+    masker: RowMasker | None = None
+    copy: CopyMasker | None = None
+    rows: int = 0  # rows relayed to the client by this execution
+    cut: bool = False
+    solo: bool = False  # the only statement of a simple Query message
+    copy_out: bool = False  # the target answered with CopyOutResponse
+    cancelled: bool = False  # dbward cancelled the rest of the result on the target (row limit)
+    notice: bytes = b""  # NoticeResponse frames to send before the completion
+    audit: list[dict[str, Any]] | None = None  # masked output columns, for the audit record
+
+
+@dataclass(kw_only=True)
+class _Desc:
+    """A Describe waiting for its RowDescription or NoData."""
+
+    unit: int
+    prepared: _Prepared | None = None
+    portal: _Portal | None = None
+    hidden: bool = False  # sent by dbward to learn a portal's columns: the answer is not relayed
+    rewrite: _Rewrite | None = None
 
 
 @dataclass(kw_only=True)
@@ -119,6 +165,7 @@ class _Slot:
     unit: int
     parse: bool = False  # completed by ParseComplete rather than CommandComplete
     simple: bool = False  # part of a simple Query message (whose ReadyForQuery is its own unit)
+    rewrite: _Rewrite | None = None  # its result is masked, limited or checked (None: fast path)
 
 
 @dataclass(kw_only=True)
@@ -134,6 +181,7 @@ class _Substitute:
 class _Completion:
     ticket: Ticket
     outcome: StatementOutcome
+    masked: list[dict[str, Any]] | None = None  # written as a MaskingApplied event first
 
 
 # --------------------------------------------------------------------------- the engine
@@ -182,6 +230,17 @@ class _Session:
         self.substitutes: deque[_Substitute] = deque()
         # Describe 'S' messages awaiting their ParameterDescription (binary parameters need the types)
         self.describes: deque[tuple[int, _Prepared | None]] = deque()
+        # every Describe awaiting its RowDescription / NoData (results of masked statements)
+        self.row_describes: deque[_Desc] = deque()
+        # every column masked for the user in the session's catalog (the wire cross-check)
+        self.wire_sources: dict[str, Any] = {}
+        self.tx_status = "I"  # of the target's last ReadyForQuery
+        self.sql_cursors: dict[str, _Portal] = {}  # row counts of SQL cursors (DECLARE / FETCH)
+        # closed while dbward cancels the rest of a cut result: nothing new goes upstream until
+        # the target has had the cancel signal, so it can only hit the statement it was meant for
+        self.cancel_gate = asyncio.Event()
+        self.cancel_gate.set()
+        self.cancel_task: asyncio.Task[None] | None = None
         self.units_sent = 0  # Query / Sync messages forwarded (each answered by one ReadyForQuery)
         self.units_done = 0
         self.skipping = False  # after a refusal in extended mode, until Sync
@@ -520,6 +579,7 @@ class _Session:
             target, password, dbname, params, timeout=self.deps.settings.proxy.connect_timeout_seconds
         )
         self.up = up
+        self.tx_status = up.status
         self.route = CancelRoute(
             host=target.host,
             port=target.port,
@@ -647,6 +707,8 @@ class _Session:
                     pos = end
                 del buf[:pos]
                 if out:
+                    if not self.cancel_gate.is_set():
+                        await self.cancel_gate.wait()
                     up.write(bytes(out))
                     self._set_busy()
                     await up.drain()
@@ -661,6 +723,16 @@ class _Session:
         if sync:
             out += m.Sync().encode()
             self.units_sent += 1
+
+    async def _refresh_wire_sources(self) -> None:
+        """Keep the session's masked columns current (after a decision read the catalog)."""
+        fn = getattr(self.deps.gate.policy, "wire_sources", None)
+        if fn is None or self._masking_catalog() is None:
+            return
+        try:
+            self.wire_sources = await fn(self.session_info)
+        except Exception:  # the catalog could not be read: the decisions deny, nothing to add here
+            log.info("masked columns of the session could not be listed; keeping the previous list")
 
     async def _decide(self, statement: Statement) -> Ticket | DbwardError:
         """The gate's answer: a ticket to forward under, or the error to answer with instead."""
@@ -681,6 +753,7 @@ class _Session:
         self.live.statements += 1
         d = ticket.decision
         if d.allowed:
+            await self._refresh_wire_sources()
             return ticket
         if d.effect is Effect.REQUIRE_APPROVAL:
             return ApprovalRequired(d.message)
@@ -704,12 +777,24 @@ class _Session:
                     for i, part in enumerate(parts)
                 ]
                 refusals = [a for a in answers if isinstance(a, DbwardError)]
+                rewrites: list[_Rewrite | None] = []
+                if not refusals:
+                    for part, ticket in zip(parts, answers, strict=True):
+                        assert isinstance(ticket, Ticket)
+                        rw = self._rewrite_for(ticket, part, None)
+                        if isinstance(rw, DbwardError):
+                            refusals.append(rw)
+                            await self._abandon([a for a in answers if isinstance(a, Ticket)], rw.message)
+                            break
+                        rewrites.append(rw)
                 if refusals:  # one refused statement refuses the whole message, as one error
                     self._poison(refusals[0], out, sync=True)
                     return
-                for ticket in answers:
+                if len(rewrites) == 1 and rewrites[0] is not None:
+                    rewrites[0].solo = True
+                for ticket, rw in zip(answers, rewrites, strict=True):
                     assert isinstance(ticket, Ticket)
-                    self.slots.append(_Slot(ticket=ticket, unit=self.units_sent, simple=True))
+                    self.slots.append(_Slot(ticket=ticket, unit=self.units_sent, simple=True, rewrite=rw))
                 out += raw
                 self.units_sent += 1
             case m.Parse(statement=name, sql=sql, param_types=types):
@@ -728,7 +813,9 @@ class _Session:
                     self.skipping = True
                     return
                 if existing is None or existing.refusal is not None or name == "":
-                    self.statements[name] = _Prepared(name=name, sql=sql, param_types=types)
+                    self.statements[name] = _Prepared(
+                        name=name, sql=sql, param_types=types, decision=answer.decision
+                    )
                 self.slots.append(_Slot(ticket=answer, unit=self.units_sent, parse=True))
                 out += raw
             case m.Bind(portal=portal, statement=name):
@@ -748,7 +835,9 @@ class _Session:
                     # (or none at all, which the target reports). The gate sees its SQL equivalent.
                     stmt = _Prepared(name=name, sql=f"EXECUTE {_quote_ident(name)}", param_types=())
                 params = decode_params(msg.params, msg.param_formats, stmt.param_types)
-                self.portals[portal] = _Portal(statement=stmt, params=params)
+                self.portals[portal] = _Portal(
+                    statement=stmt, params=params, result_formats=msg.result_formats
+                )
                 out += raw
             case m.Execute(portal=portal):
                 p = self.portals.get(portal)
@@ -772,15 +861,28 @@ class _Session:
                     self._poison(answer, out, sync=False)
                     self.skipping = True
                     return
-                self.slots.append(_Slot(ticket=answer, unit=self.units_sent))
+                rw = self._rewrite_for(answer, p.statement.sql, p)
+                if isinstance(rw, DbwardError):
+                    await self._abandon([answer], rw.message)
+                    self._poison(rw, out, sync=False)
+                    self.skipping = True
+                    return
+                if rw is not None:
+                    self._prepare_execute(rw, p, portal, out)
+                self.slots.append(_Slot(ticket=answer, unit=self.units_sent, rewrite=rw))
                 out += raw
             case m.Close(kind=kind, name=name):
                 (self.statements if kind == "S" else self.portals).pop(name, None)
                 out += raw
             case m.Describe(kind="S", name=name):
-                self.describes.append((self.units_sent, self.statements.get(name)))
+                st = self.statements.get(name)
+                self.describes.append((self.units_sent, st))
+                self.row_describes.append(
+                    _Desc(unit=self.units_sent, prepared=st or _Prepared(name=name, sql="", param_types=()))
+                )
                 out += raw
-            case m.Describe():
+            case m.Describe(name=name):
+                self.row_describes.append(_Desc(unit=self.units_sent, portal=self.portals.get(name)))
                 out += raw
             case m.Sync():
                 self.skipping = False
@@ -798,6 +900,352 @@ class _Session:
                 )
             case _:
                 raise ProtocolError(f"unexpected message {t!r} from the client")
+
+    # ------------------------------------------------------------------ masking and row limits
+    def _masking_catalog(self) -> Any:
+        """The catalog the evaluator read for this session (None: no masking rule applies)."""
+        cats = self.deps.catalogs
+        return cats.watching(self.session_info) if cats is not None else None
+
+    def _rewrite_for(self, ticket: Ticket, sql: str, portal: _Portal | None) -> _Rewrite | DbwardError | None:
+        """How the result of an allowed statement is rewritten (None: the fast path), or the
+        refusal of a COPY whose output dbward cannot mask."""
+        d = ticket.decision
+        plan, limit = d.masking, d.row_limit
+        if plan is None and limit is None and self._masking_catalog() is None:
+            return None
+        rw = _Rewrite(plan=plan, limit=limit, sql=sql, portal=portal, counter=portal)
+        cursor = _cursor_of(sql)
+        if cursor is not None:
+            verb, name = cursor
+            if verb == "declare":
+                self.sql_cursors.pop(name, None)  # a new cursor of that name: a new count
+            else:  # FETCH: the row limit counts over every FETCH of the cursor
+                rw.counter = self.sql_cursors.setdefault(
+                    name, _Portal(statement=_Prepared(name="", sql=sql, param_types=()), params=())
+                )
+        if plan is not None and d.kind == "COPY TO":
+            try:
+                rw.copy = CopyMasker(
+                    dict(plan.columns), sql, encoding=self._encoding(), token_key=self.deps.masking_key
+                )
+            except CopyUnmaskable as exc:
+                return StatementDenied(
+                    f"denied: {exc}, and this COPY reads columns masked for user "
+                    f"{self.session_info.principal.username} ({plan.describe()}); use COPY in text or "
+                    "CSV format without those options"
+                )
+        return rw
+
+    async def _abandon(self, tickets: list[Ticket], why: str) -> None:
+        """Allowed statements dbward refused after all (their completion says why)."""
+        for t in tickets:
+            await self.deps.gate.complete(
+                self.session_info, t, StatementOutcome(error=why, error_code="masking_refused")
+            )
+
+    def _encoding(self) -> str:
+        return python_encoding(self.session_info.attributes.get("client_encoding"))
+
+    def _prepare_execute(self, rw: _Rewrite, p: _Portal, portal: str, out: bytearray) -> None:
+        """Give an Execute's rewrite the columns of its result: from the portal's Describe, the
+        statement's Describe with the Bind's formats, a Describe still on its way, or a Describe
+        dbward sends itself (its answer is not relayed)."""
+        rw.describe_plan = p.statement.decision.masking if p.statement.decision is not None else None
+        if rw.plan is None and self._masking_catalog() is None:
+            return  # only the row limit: rows are counted, not decoded
+        if p.fields is not None:
+            self._arm(rw, p.fields, stale=p.stale)
+            return
+        pending = next(
+            (d for d in self.row_describes if d.portal is p and d.unit == self.units_sent and not d.hidden),
+            None,
+        )
+        if pending is not None:
+            pending.rewrite = rw
+            return
+        if p.statement.fields is not None:
+            self._arm(rw, _with_formats(p.statement.fields, p.result_formats), stale=p.statement.stale)
+            return
+        out += m.Describe("P", portal).encode()
+        self.row_describes.append(_Desc(unit=self.units_sent, portal=p, hidden=True, rewrite=rw))
+
+    def _result_masks(
+        self, fields: tuple[wrows.Field, ...], plans: tuple[MaskingPlan | None, ...]
+    ) -> ResultMasks:
+        cat = self._masking_catalog()
+        origins: list[tuple[str | None, str | None, str | None] | None] = []
+        unknown: list[int] = []
+        for f in fields:
+            if f.table_oid == 0 or cat is None:
+                origins.append(None)
+                continue
+            origin = cat.origin(f.table_oid, f.attnum)
+            if origin is None and f.table_oid not in cat.relations:
+                unknown.append(f.table_oid)
+            origins.append(origin)
+        if unknown:
+            return stale_masks(len(fields))
+        masks: dict[int, Any] = {}
+        wire_only: set[int] = set()
+        for plan in plans:
+            rm = result_masks(plan, origins)
+            for i, mk in rm.masks.items():
+                if i not in masks:
+                    masks[i] = mk
+                    if i in rm.wire_only:
+                        wire_only.add(i)
+        # a column whose wire origin is masked for the user is masked whatever the plan says
+        # (a table swapped under a name the catalog still knows, a lineage gap)
+        sources = self.wire_sources
+        if sources:
+            for i, origin in enumerate(origins):
+                if origin is None or i in masks:
+                    continue
+                hit = sources.get(f"{origin[0]}.{origin[1]}.{origin[2]}".lower())
+                if hit is not None:
+                    masks[i] = hit
+                    wire_only.add(i)
+        return ResultMasks(masks, frozenset(wire_only))
+
+    def _stale_notice(self, fields: tuple[wrows.Field, ...]) -> bytes:
+        cat = self._masking_catalog()
+        oids = sorted(
+            {
+                f.table_oid
+                for f in fields
+                if f.table_oid and cat is not None and f.table_oid not in cat.relations
+            }
+        )
+        what = ", ".join(str(o) for o in oids)
+        session = self.session_info
+        if self.deps.catalogs is not None:
+            self.deps.catalogs.suspect(session, f"a result came from table OID {what}")
+        text = (
+            f"dbward masked every column of this result: it comes from a table (OID {what}) that is not in "
+            f"dbward's catalog of connection {session.target.name}, so dbward cannot tell which columns are "
+            "masked; the catalog is being read again, run the statement again"
+        )
+        return m.NoticeResponse.build("01000", text, severity="WARNING").encode()
+
+    def _arm(self, rw: _Rewrite, fields: tuple[wrows.Field, ...], *, stale: bool = False) -> bytes | None:
+        """Set the rewrite's row masker for a result with ``fields``; the RowDescription the
+        client must see (None: unchanged)."""
+        masks = self._result_masks(fields, (rw.plan, rw.describe_plan))
+        if stale or any(mk.rule_ids == ("masking:stale-catalog",) for mk in masks.masks.values()):
+            masks = stale_masks(len(fields))
+            rw.notice = self._stale_notice(fields)
+        if not masks.masks:
+            rw.masker = None
+            return None
+        rw.masker = RowMasker(fields, masks, encoding=self._encoding(), token_key=self.deps.masking_key)
+        rw.audit = masks.audit_columns(rw.masker.names())
+        return rw.masker.description()
+
+    def _pop_desc(self) -> _Desc | None:
+        while self.row_describes and self.row_describes[0].unit < self.units_done:
+            self.row_describes.popleft()
+        if self.row_describes and self.row_describes[0].unit == self.units_done:
+            return self.row_describes.popleft()
+        return None
+
+    def _on_row_description(self, body: bytes) -> bytes | None:
+        """A RowDescription: of a simple Query's result, or the answer to a Describe."""
+        desc = self._pop_desc()
+        if desc is None:
+            slot = self.slots[0] if self.slots and self.slots[0].unit == self.units_done else None
+            rw = slot.rewrite if slot is not None and not slot.parse else None
+            if rw is None:
+                return None
+            return self._arm(rw, wrows.decode_row_description(body))
+        if desc.rewrite is not None:
+            fields = wrows.decode_row_description(body)
+            if desc.portal is not None:
+                desc.portal.fields = fields
+            announced = self._arm(desc.rewrite, fields)
+            return b"" if desc.hidden else announced
+        if self._masking_catalog() is None:
+            return None
+        fields = wrows.decode_row_description(body)
+        owner: _Prepared | _Portal | None = desc.prepared or desc.portal
+        if owner is None:
+            return None
+        owner.fields = fields
+        st = owner if isinstance(owner, _Prepared) else owner.statement
+        plan = st.decision.masking if st.decision is not None else None
+        masks = self._result_masks(fields, (plan,))
+        owner.stale = any(mk.rule_ids == ("masking:stale-catalog",) for mk in masks.masks.values())
+        if not masks.masks:
+            return None
+        return RowMasker(fields, masks, encoding=self._encoding(), token_key=b"").description()
+
+    def _needs_slow(self) -> bool:
+        return any(s.rewrite is not None for s in self.slots) or any(
+            d.hidden or d.rewrite is not None for d in self.row_describes
+        )
+
+    def _current_rewrite(self) -> _Rewrite | None:
+        slot = self.slots[0] if self.slots else None
+        if slot is None or slot.unit != self.units_done or slot.parse:
+            return None
+        return slot.rewrite
+
+    def _rewrite_row(self, rw: _Rewrite, t: bytes, frame: bytes) -> bytes:
+        """One DataRow or CopyData of a rewritten result: masked, or dropped past the row limit."""
+        p = rw.counter
+        if rw.limit is not None:
+            sent = p.rows_sent if p is not None else rw.rows
+            if sent >= rw.limit or (p is not None and p.cut):
+                if not rw.cut:
+                    rw.cut = True
+                    self._cancel_rest(rw)
+                if p is not None:
+                    p.cut = True
+                return b""
+        rw.rows += 1
+        if p is not None:
+            p.rows_sent += 1
+        if t == b"D":
+            if rw.masker is not None:
+                return rw.masker.row(frame[5:])
+        elif rw.copy is not None:
+            return rw.copy.row(frame[5:])
+        return frame
+
+    def _cancel_rest(self, rw: _Rewrite) -> None:
+        """Cancel the rest of a cut result on the target instead of reading it all, when that
+        cannot touch anything else: the only statement of a simple Query, outside a
+        transaction block, nothing else outstanding, not a COPY. Otherwise the rest is read and
+        dropped (the statement then completes as the target finishes it)."""
+        if not (
+            rw.solo
+            and not rw.copy_out
+            and self.tx_status == "I"
+            and len(self.slots) == 1
+            and self.units_sent - self.units_done == 1
+            and not self.substitutes
+            and self.route is not None
+            and self.cancel_gate.is_set()
+        ):
+            return
+        rw.cancelled = True
+        self.cancel_gate.clear()
+        route = self.route
+
+        async def cancel() -> None:
+            try:
+                await send_cancel(route)
+            finally:
+                self.cancel_gate.set()
+
+        self.cancel_task = asyncio.create_task(cancel(), name="pg-limit-cancel")
+
+    def _copy_out_started(self, body: bytes) -> None:
+        rw = self._current_rewrite()
+        if rw is not None:
+            rw.copy_out = True
+        if rw is None or rw.plan is None:
+            return
+        n = int.from_bytes(body[1:3], "big") if len(body) >= 3 else 0
+        if rw.copy is None:
+            # fail closed: a COPY of masked columns dbward did not prepare for sends no rows
+            rw.limit = 0
+            return
+        if rw.plan.mask_all:
+            rw.copy.masks = dict.fromkeys(range(n), rw.plan.all_mask)
+        if rw.copy.masks:
+            names = [f"column {i + 1}" for i in range(n)]
+            rw.audit = ResultMasks(dict(rw.copy.masks)).audit_columns(names)
+
+    def _finish_rewrite(self, rw: _Rewrite, t: bytes, body: bytes) -> bytes | None:
+        """The bytes that end a rewritten result (None: the target's own)."""
+        if t == b"E":
+            if rw.cancelled:
+                err = m.decode_backend(t[0], body)
+                assert isinstance(err, m.ErrorResponse)
+                if err.sqlstate == "57014":  # our cancel: the statement ends as cut
+                    return rw.notice + self._cut_tail(rw, "SELECT")
+            plan = rw.plan
+            if plan is not None and (plan.redact_errors or rw.masker is not None or rw.copy is not None):
+                err = m.decode_backend(t[0], body)
+                assert isinstance(err, m.ErrorResponse)
+                keep = tuple((k, v) for k, v in err.fields if k in ("S", "V", "C"))
+                return rw.notice + m.ErrorResponse((*keep, ("M", error_sentence(plan)))).encode()
+            return (rw.notice + _frame(t, body)) if rw.notice else None
+        if t not in (b"C", b"s") or not (rw.cut or rw.notice):
+            return None
+        if rw.cut:
+            verb = "SELECT"
+            if t == b"C":
+                tag = m.decode_backend(t[0], body)
+                assert isinstance(tag, m.CommandComplete)
+                verb = tag.tag.split()[0] if tag.tag.split() else "SELECT"
+            return rw.notice + self._cut_tail(rw, verb)
+        return rw.notice + _frame(t, body)
+
+    def _cut_tail(self, rw: _Rewrite, verb: str) -> bytes:
+        assert rw.limit is not None
+        notice = m.NoticeResponse.build(
+            "01000", cut_notice(rw.limit, self.session_info.target.name), severity="NOTICE"
+        ).encode()
+        return notice + m.CommandComplete(f"{verb} {rw.rows}").encode()
+
+    def _slow(self, buf: bytearray, done: list[_Completion], out: list[bytes], rows: int) -> tuple[int, int]:
+        """The result path when some result is rewritten: every frame is looked at, rows of
+        rewritten results are masked or dropped, others relayed unchanged (in runs, not one
+        by one). Returns the position up to which ``buf`` was consumed and the row count."""
+        pos, n = 0, len(buf)
+        seg = 0  # start of the not yet emitted part of buf
+        emitted = 0  # bytes emitted for this chunk so far (for bytes_sent)
+        unpack = _HDR.unpack_from
+        rw = self._current_rewrite()
+        passive = rw is None or _passive(rw)
+        while n - pos >= 5:
+            t, length = unpack(buf, pos)
+            if length < 4 or length > m.MAX_MESSAGE:
+                raise ProtocolError("the target sent a message of impossible length")
+            end = pos + 1 + length
+            if end > n:
+                break
+            if t == b"D" or t == b"d":
+                rows += 1
+                if passive:
+                    if rw is not None:
+                        rw.rows += 1
+                    pos = end
+                    continue
+                assert rw is not None
+                piece = self._rewrite_row(rw, t, bytes(buf[pos:end]))
+            elif t in _CONTROL or t == b"H":
+                body = bytes(buf[pos + 5 : end])
+                replacement: bytes | None = None
+                if t == b"H":
+                    self._copy_out_started(body)
+                else:
+                    if t in (b"C", b"s", b"E") and rw is not None and not passive:
+                        rows = rw.rows
+                    replacement = self._on_control(t, body, rows, emitted + (end - seg), done)
+                if t in (b"C", b"I", b"s", b"E"):
+                    rows = 0
+                rw = self._current_rewrite()
+                passive = rw is None or _passive(rw)
+                if replacement is None:
+                    pos = end
+                    continue
+                piece = replacement
+            else:
+                pos = end
+                continue
+            if seg < pos:
+                out.append(bytes(buf[seg:pos]))
+                emitted += pos - seg
+            if piece:
+                out.append(piece)
+                emitted += len(piece)
+            pos = seg = end
+        if seg < pos:
+            out.append(bytes(buf[seg:pos]))
+        return pos, rows
 
     # ---- target -> client
     async def _backend(self) -> None:
@@ -825,6 +1273,11 @@ class _Session:
                 buf += data
                 done: list[_Completion] = []
                 out: list[bytes] = []
+                if self._needs_slow():
+                    consumed, rows = self._slow(buf, done, out, rows)
+                    del buf[:consumed]
+                    await self._flush(done, out)
+                    continue
                 seg = 0  # start of the not yet emitted part of buf
                 pos, n = 0, len(buf)
                 # framing.scan, inlined: this loop runs once per result row
@@ -848,7 +1301,7 @@ class _Session:
                             passthrough = end - n
                             pos = n
                         break
-                    if t in (b"C", b"I", b"s", b"E", b"Z", b"t", b"1", b"G", b"S"):
+                    if t in _CONTROL:
                         replacement = self._on_control(t, bytes(buf[pos + 5 : end]), rows, end, done)
                         if t in (b"C", b"I", b"s", b"E"):
                             rows = 0  # the rows counted so far belonged to the statement just ended
@@ -860,16 +1313,25 @@ class _Session:
                 if seg < pos:
                     out.append(bytes(buf[seg:pos]))
                 del buf[:pos]
-                # The audit trail hears of a completion before the client does.
-                for c in done:
-                    await self.deps.gate.complete(self.session_info, c.ticket, c.outcome)
-                for chunk in out:
-                    client.write(chunk)
-                    self.relayed += len(chunk)
-                await client.drain()
-                self._set_busy()
+                await self._flush(done, out)
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             raise _UpstreamGone() from None
+
+    async def _flush(self, done: list[_Completion], out: list[bytes]) -> None:
+        assert self.writer is not None
+        client = self.writer
+        # The audit trail hears of a completion (and of what was masked) before the client does.
+        for c in done:
+            if c.masked is not None:
+                await self.deps.gate.masked(self.session_info, c.ticket, c.masked)
+            await self.deps.gate.complete(self.session_info, c.ticket, c.outcome)
+        # one write per chunk read: a write per row would be a system call per row
+        data = out[0] if len(out) == 1 else b"".join(out)
+        if data:
+            client.write(data)
+            self.relayed += len(data)
+        await client.drain()
+        self._set_busy()
 
     @property
     def session_info(self) -> SessionInfo:
@@ -927,6 +1389,11 @@ class _Session:
         if t == b"G":
             self._copy_in_started()
             return None
+        if t == b"T":
+            return self._on_row_description(body)
+        if t == b"n":
+            nodata = self._pop_desc()
+            return b"" if nodata is not None and nodata.hidden else None
         if t in (b"C", b"E"):
             self.copy_in = False
         if t == b"t":
@@ -954,6 +1421,9 @@ class _Session:
             while self.substitutes and self.substitutes[0].unit <= self.units_done:
                 self.substitutes.popleft()
             self.units_done += 1
+            self.tx_status = chr(body[0]) if body else self.tx_status
+            while self.row_describes and self.row_describes[0].unit < self.units_done:
+                self.row_describes.popleft()  # skipped after an error
             return None
         if t == b"E":
             err = m.decode_backend(t[0], body)
@@ -963,16 +1433,22 @@ class _Session:
                     self.substitutes.remove(sub)
                     return sub.error
             slot = self._head_slot()
+            replacement: bytes | None = None
             if slot is not None:
-                done.append(
-                    _Completion(
-                        ticket=slot.ticket,
-                        outcome=StatementOutcome(
-                            rows=rows or None, error=err.message, error_code=err.sqlstate
-                        ),
+                rw = slot.rewrite
+                if rw is not None:
+                    replacement = self._finish_rewrite(rw, t, body)
+                if rw is not None and rw.cancelled and err.sqlstate == "57014":
+                    outcome = StatementOutcome(rows=rw.rows, truncated=True)  # cut, then cancelled by dbward
+                else:
+                    outcome = StatementOutcome(
+                        rows=rows or None,
+                        error=err.message,
+                        error_code=err.sqlstate,
+                        truncated=rw.cut if rw is not None else False,
                     )
-                )
-            return None
+                done.append(_Completion(ticket=slot.ticket, outcome=outcome, masked=_audit_of(rw)))
+            return replacement
         slot = self._head_slot(parse=t == b"1")
         if slot is None:
             return None
@@ -985,14 +1461,82 @@ class _Session:
             count = tag_rows if tag_rows is not None else (rows or None)
         elif t in (b"I", b"1"):
             count = None
+        rw = slot.rewrite
+        ending: bytes | None = None
+        if rw is not None:
+            ending = self._finish_rewrite(rw, t, body)
+            if rw.cut or rw.masker is not None or rw.copy is not None:
+                count = rw.rows
         done.append(
             _Completion(
                 ticket=slot.ticket,
-                outcome=StatementOutcome(rows=count, affected=affected, bytes_sent=max(0, sent - self.mark)),
+                outcome=StatementOutcome(
+                    rows=count,
+                    affected=affected,
+                    bytes_sent=max(0, sent - self.mark),
+                    truncated=rw.cut if rw is not None else False,
+                ),
+                masked=_audit_of(rw),
             )
         )
         self.mark = sent
+        return ending
+
+
+_CURSOR_RE = re.compile(r"^\s*(declare|fetch)\b(.*?)\s*;?\s*$", re.IGNORECASE | re.DOTALL)
+_IDENT_RE = re.compile(r'"((?:[^"]|"")+)"|([A-Za-z_][A-Za-z0-9_$]*)')
+
+
+def _cursor_of(sql: str) -> tuple[str, str] | None:
+    """("declare" | "fetch", cursor name) of a DECLARE or FETCH statement, else None."""
+    found = _CURSOR_RE.match(sql)
+    if found is None:
         return None
+    verb, rest = found.group(1).lower(), found.group(2)
+    names = list(_IDENT_RE.finditer(rest))
+    if not names:
+        return None
+    pick = names[0] if verb == "declare" else names[-1]
+    quoted, plain = pick.group(1), pick.group(2)
+    return verb, quoted.replace('""', '"') if quoted is not None else plain.lower()
+
+
+#: backend messages the result path accounts for (everything else is relayed without a look)
+_CONTROL = frozenset({b"C", b"I", b"s", b"E", b"Z", b"t", b"1", b"G", b"S", b"T", b"n"})
+
+
+def _passive(rw: _Rewrite) -> bool:
+    """A rewrite that leaves rows as they are (no masks, no row limit): rows are only counted."""
+    return rw.masker is None and rw.copy is None and rw.limit is None
+
+
+def _audit_of(rw: _Rewrite | None) -> list[dict[str, Any]] | None:
+    """The masked columns of a rewritten result for the audit record; an empty list when none
+    was masked but the plan flags inference (a masked column filtered on, allowed with a flag)."""
+    if rw is None:
+        return None
+    if rw.audit:
+        return rw.audit
+    return [] if rw.plan is not None and rw.plan.inference else None
+
+
+def _frame(t: bytes, body: bytes) -> bytes:
+    return t + struct.pack("!I", len(body) + 4) + body
+
+
+def _with_formats(fields: tuple[wrows.Field, ...], formats: tuple[int, ...]) -> tuple[wrows.Field, ...]:
+    """A statement's fields with the result formats a Bind chose (none: text; one: all)."""
+    n = len(fields)
+    if not formats:
+        fmts = (0,) * n
+    elif len(formats) == 1:
+        fmts = (formats[0],) * n
+    else:
+        fmts = tuple(formats[i] if i < len(formats) else 0 for i in range(n))
+    return tuple(
+        wrows.Field(f.name, f.table_oid, f.attnum, f.type_oid, f.type_size, f.type_mod, fmts[i])
+        for i, f in enumerate(fields)
+    )
 
 
 @functools.cache

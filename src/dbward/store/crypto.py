@@ -19,6 +19,7 @@ PREFIX = "fernet:"
 
 class SecretBox:
     def __init__(self, key: bytes) -> None:
+        self._key = key
         try:
             self._fernet = Fernet(key)
         except (ValueError, TypeError) as exc:
@@ -26,6 +27,14 @@ class SecretBox:
                 "the encryption key is not a valid Fernet key (32 bytes, url-safe base64); "
                 "set encryption_key or point encryption_key_file at the key `dbward init` wrote"
             ) from exc
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` derived from the encryption key (HMAC-SHA256), so
+        that one configured secret serves several uses without reusing the key itself."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self._key, b"dbward/" + purpose.encode(), hashlib.sha256).digest()
 
     def encrypt(self, plaintext: str) -> str:
         return PREFIX + self._fernet.encrypt(plaintext.encode()).decode()

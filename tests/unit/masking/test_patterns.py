@@ -60,8 +60,9 @@ def test_no_builtin_pattern_returns_the_value_unchanged_unless_it_was_blank(valu
     for name, p in BUILTIN.items():
         out = p.apply(value)
         assert out is not None
-        # a value that already looks masked ("****", "[REDACTED]") may come back as it was
-        looks_masked = set(significant) <= {"*"} or value == "[REDACTED]"
+        # a value that already looks masked ("****", "K***", "[REDACTED]") may come back as it was:
+        # the name pattern keeps one leading character, so "0*" is its own masked form
+        looks_masked = significant.count("*") >= len(significant) - 1 or value == "[REDACTED]"
         if len(significant) >= 2 and name not in ("address",) and not looks_masked:
             assert out != value, (name, value)
 
