@@ -193,14 +193,7 @@ async def test_closing_the_tab_stops_the_statement_on_the_target(dbward_node: Ru
     "conn",
     [
         "maria",
-        pytest.param(
-            "pg",
-            marks=pytest.mark.xfail(
-                reason="the PostgreSQL engine does not apply (or refuse) masking plans yet: it returns the "
-                "clear value although the decision carries masking:emails (masking work in progress)",
-                strict=False,
-            ),
-        ),
+        "pg",
     ],
 )
 async def test_masking_rules_reach_the_editor(
