@@ -87,3 +87,52 @@ async def test_mysql_session_events(reader_node: RunningNode) -> None:  # noqa: 
         ("statement.decision", "deny", "DELETE FROM customers"),
         ("session.end", None, None),
     ], events
+
+
+async def _mask_phone(node: RunningNode, connection: str) -> None:
+    from dbward.store import masking_repo, repo
+
+    async with node.store.transaction() as s:
+        await masking_repo.put(
+            s,
+            masking_repo.RULES,
+            {
+                "name": f"phone-{connection}",
+                "connection": connection,
+                "table": "customers",
+                "column": "phone",
+                "pattern": "phone",
+            },
+            create=True,
+        )
+        await repo.bump_policy_version(s)
+
+
+async def test_postgres_session_events_with_masking(reader_node: RunningNode) -> None:  # noqa: F811
+    await _mask_phone(reader_node, "pg")
+    port = await reader_node.listen("pg")
+
+    def go() -> list[tuple[object, ...]]:
+        dsn = f"host=127.0.0.1 port={port} user={READER} password={READER_PW} dbname=dbward_test sslmode=disable"
+        with psycopg.connect(dsn, autocommit=True) as c:
+            rows = c.execute("SELECT name, phone FROM customers WHERE id = 1").fetchall()
+            with pytest.raises(psycopg.Error):
+                c.execute("DELETE FROM customers")
+            return rows
+
+    assert await asyncio.to_thread(go) == [("Kim Minji", "010-****-5678")]
+    await asyncio.sleep(0.2)
+    assert _session_events(reader_node, READER) == [
+        ("session.start", None, None),
+        ("statement.decision", "allow", "SELECT name, phone FROM customers WHERE id = 1"),
+        ("statement.masked", None, None),
+        ("statement.complete", None, None),
+        ("statement.decision", "deny", "DELETE FROM customers"),
+        ("session.end", None, None),
+    ]
+    masked = next(r for r in reader_node.journal.records if r["type"] == "statement.masked")
+    assert [(c["column"], c["rule"]) for c in masked["columns"]] == [("phone", "masking:phone-pg")]
+    decision = next(
+        r for r in reader_node.journal.records if r.get("sql", "").startswith("SELECT name, phone")
+    )
+    assert decision["statement_id"] == masked["statement_id"]
