@@ -12,7 +12,10 @@ One :class:`MySQLSession` per client connection:
    the vaulted credential (``proxy/mysql_upstream.py``);
 4. for every command: ask the gate about every statement before anything is forwarded, relay
    the response in large chunks while :class:`~dbward.wire.mysql.scanner.ResponseScanner`
-   follows it (constant memory), and report the outcome to the gate.
+   follows it (constant memory), and report the outcome to the gate. Only when a decision
+   carries a masking plan or a row limit is the response rewritten on its way
+   (``proxy/mysql_masking.py``): values masked, column types adjusted, rows past the limit
+   dropped, server errors redacted.
 
 Client disconnects mid-query and administrator kills run ``KILL QUERY`` on the target over a
 separate connection. Counterparts: ``proxy/engine.py`` (lifecycle), ``proxy/gate.py``.
@@ -46,7 +49,7 @@ from dbward.errors import (
     UpstreamError,
     ValidationError,
 )
-from dbward.policy.model import Effect
+from dbward.policy.model import Effect, MaskingPlan
 from dbward.proxy.engine import (
     ClientConnection,
     EngineDeps,
@@ -60,6 +63,14 @@ from dbward.proxy.engine import (
     verify_mysql_sha2_fast,
 )
 from dbward.proxy.gate import Ticket
+from dbward.proxy.masking import cut_notice
+from dbward.proxy.mysql_masking import (
+    CUT_WARNING_CODE,
+    CursorState,
+    ResponseRewriter,
+    ResultPolicy,
+    diagnostics_mask,
+)
 from dbward.proxy.mysql_upstream import (
     STREAM_LIMIT,
     UpstreamConnection,
@@ -100,6 +111,14 @@ MAX_COMMAND = 1 << 30
 #: ``KILL <id>`` can tell a dbward session (translated to its target thread) from a target thread
 DBWARD_ID_BASE = 1 << 30
 _KILL = re.compile(r"\s*kill\s+(?:(?:hard|soft)\s+)?(query\s+|connection\s+)?(\d+)\s*;?\s*$", re.IGNORECASE)
+#: the statement dbward adds its own warning to after it cut a result at the row limit
+_SHOW_WARNINGS = re.compile(r"\s*show\s+warnings\s*;?\s*$", re.IGNORECASE)
+#: statements that show the conditions (warnings, errors) of the statement before
+_DIAGNOSTICS = re.compile(r"\s*show\s+(?:warnings|errors)\b", re.IGNORECASE)
+#: the Message column of SHOW WARNINGS / SHOW ERRORS (Level, Code, Message)
+_MESSAGE_COLUMN = 2
+#: statement kinds that can answer with more result sets than statements (a CALL's results)
+_MANY_RESULTS = frozenset({"CALL", "EXECUTE", "UNKNOWN", "PROCEDURAL"})
 #: the version string shown on the shared port, before the client has picked a target
 SHARED_PORT_VERSION = "8.0.99-dbward"
 #: commands relayed as-is with a single-packet answer
@@ -161,6 +180,9 @@ class _Prepared:
     num_params: int
     types: tuple[tuple[int, bool], ...] | None = None
     long_data: set[int] = field(default_factory=set)
+    #: the last execution's result was rewritten (masking or row limit); its cursor, if it opened one
+    rewritten: bool = False
+    cursor: CursorState | None = None
 
 
 class _SessionEnd(Exception):
@@ -227,6 +249,13 @@ class MySQLSession:
         self.killing = False
         self.deprecate_eof = True
         self.no_backslash_escapes = False
+        #: the sentence of the row-limit cut of the last statement, for ``SHOW WARNINGS``
+        self.cut_warning: str | None = None
+        #: the masking plan of the last statement that read masked values and left warnings or
+        #: an error on the target: from then on ``SHOW WARNINGS`` / ``SHOW ERRORS`` have their
+        #: messages replaced (they can quote masked values, and the target keeps them across
+        #: statements that use no table, so dbward cannot tell when they are gone)
+        self.diag_plan: MaskingPlan | None = None
         self._pre = bytearray(client.initial_data)
 
     # ------------------------------------------------------------------ raw socket phase
@@ -663,7 +692,7 @@ class MySQLSession:
             case Command.STMT_EXECUTE:
                 await self._com_stmt_execute(payload)
             case Command.STMT_FETCH:
-                await self._forward(payload, ResponseKind.FETCH)
+                await self._com_stmt_fetch(payload)
             case Command.STMT_SEND_LONG_DATA:
                 r = Reader(payload, 1)
                 sid, pid = r.int4(), r.int2()
@@ -699,6 +728,8 @@ class MySQLSession:
                 )
             case Command.RESET_CONNECTION:
                 self.statements.clear()
+                self.diag_plan = None  # the target forgets its conditions too
+                self.cut_warning = None
                 await self._forward(payload, ResponseKind.SINGLE)
             case c if c in _SINGLE:
                 await self._forward(payload, ResponseKind.SINGLE)
@@ -722,30 +753,122 @@ class MySQLSession:
         return await self.deps.gate.check(self.info, statement)
 
     def _refusal(self, ticket: Ticket) -> DbwardError:
-        if ticket.decision.allowed:
-            # Allowed, but with a masking plan or row limit this engine does not apply yet:
-            # fail closed rather than return data the policy wants hidden.
-            return UnsupportedFeature(
-                "the policy allows this statement only with masking or a row limit, which the MySQL "
-                "engine does not apply yet; dbward fails closed (rules: "
-                + ", ".join(ticket.decision.rule_ids)
-                + ")"
-            )
         if ticket.decision.effect is Effect.REQUIRE_APPROVAL:
             return ApprovalRequired(ticket.decision.message)
         return StatementDenied(ticket.decision.message)
 
     @staticmethod
     def _runs(ticket: Ticket) -> bool:
-        """Whether the statement may be forwarded as it is."""
+        """Whether the statement may be forwarded (its result rewritten when the decision
+        carries a masking plan or a row limit)."""
+        return ticket.decision.allowed
+
+    @staticmethod
+    def _rewritten(ticket: Ticket) -> bool:
         d = ticket.decision
-        return d.allowed and d.masking is None and d.row_limit is None
+        return d.masking is not None or d.row_limit is not None
+
+    def _policies(
+        self, tickets: tuple[Ticket, ...] | list[Ticket], diag: dict[int, MaskingPlan] | None = None
+    ) -> list[ResultPolicy] | None:
+        """What applies to each statement's results (None: none is rewritten, the fast path).
+        ``diag``: statements showing the conditions of a statement that read masked values."""
+        diag = diag or {}
+        if not diag and not any(self._rewritten(t) for t in tickets):
+            return None
+        name = self.target.name if self.target is not None else ""
+        out: list[ResultPolicy] = []
+        for i, t in enumerate(tickets):
+            plan = t.decision.masking
+            # a text the gate read as several statements has one plan per statement (and result)
+            plans = plan.statements if plan is not None and len(plan.statements) > 1 else (plan,)
+            extra = ((_MESSAGE_COLUMN, diagnostics_mask(diag[i])),) if i in diag else ()
+            out += [
+                ResultPolicy(plan=p, limit=t.decision.row_limit, connection=name, extra=extra, owner=i)
+                for p in plans
+            ]
+        return out
+
+    def _diagnostics(self, texts: list[str], tickets: list[Ticket]) -> dict[int, MaskingPlan]:
+        """The statements of a batch that show the target's conditions (warnings, errors) while
+        they may quote masked values: after a masked statement of this session that left some,
+        or after a masked statement earlier in the batch (its conditions are not known yet)."""
+        diag: dict[int, MaskingPlan] = {}
+        last = self.diag_plan
+        for i, (text, t) in enumerate(zip(texts, tickets, strict=True)):
+            if _DIAGNOSTICS.match(text):
+                if last is not None:
+                    diag[i] = last
+            elif t.decision.masking is not None:
+                last = t.decision.masking
+        return diag
+
+    def _note_conditions(self, rewriter: ResponseRewriter | None, tickets: list[Ticket]) -> None:
+        """Remember a masked statement that left warnings or an error on the target."""
+        if rewriter is None:
+            return
+        for note in rewriter.notes:
+            plan = rewriter.policies[note.policy_index].plan
+            if plan is not None and note.conditions:
+                self.diag_plan = plan
+
+    def _rewriter(
+        self,
+        kind: ResponseKind,
+        policies: list[ResultPolicy],
+        *,
+        append_rows: tuple[tuple[bytes | None, ...], ...] = (),
+        cursor: CursorState | None = None,
+    ) -> ResponseRewriter:
+        return ResponseRewriter(
+            kind,
+            deprecate_eof=self.deprecate_eof,
+            policies=policies,
+            token_key=self.deps.masking_key,
+            append_rows=append_rows,
+            cursor=cursor,
+        )
+
+    def _after_rewrite(self, rewriter: ResponseRewriter | None) -> None:
+        """Remember the row-limit cut of this command for the next ``SHOW WARNINGS``."""
+        self.cut_warning = None
+        if rewriter is None:
+            return
+        for note in rewriter.notes:
+            if note.cut:
+                policy = rewriter.policies[note.policy_index]
+                assert policy.limit is not None
+                self.cut_warning = cut_notice(policy.limit, policy.connection)
+
+    @staticmethod
+    def _audit_of(
+        rewriter: ResponseRewriter | None, index: int, ticket: Ticket
+    ) -> tuple[list[dict[str, Any]] | None, bool]:
+        """The masked columns of statement ``index``'s results (None: nothing masked and no
+        inference flag) and whether the row limit cut one of them."""
+        if rewriter is None:
+            return None, False
+        notes = [n for n in rewriter.notes if rewriter.policies[n.policy_index].owner == index]
+        columns = [c for n in notes if n.audit for c in n.audit]
+        plan = ticket.decision.masking
+        masked = columns if columns else ([] if plan is not None and plan.inference else None)
+        return masked, any(n.cut for n in notes)
 
     async def _complete(
-        self, ticket: Ticket, result: ResultSummary | None, sent: int, *, error: str | None = None
+        self,
+        ticket: Ticket,
+        result: ResultSummary | None,
+        sent: int,
+        *,
+        error: str | None = None,
+        masked: list[dict[str, Any]] | None = None,
+        truncated: bool = False,
     ) -> None:
         assert self.info is not None and self.live is not None
         self.live.statements += 1
+        if masked is not None:
+            # the audit trail hears what was masked before the statement's completion
+            await self.deps.gate.masked(self.info, ticket, masked)
         err_code = None
         if result is not None and result.error is not None:
             error = result.error.message
@@ -759,6 +882,7 @@ class MySQLSession:
                 bytes_sent=sent,
                 error=error,
                 error_code=err_code,
+                truncated=truncated,
             ),
         )
 
@@ -793,6 +917,56 @@ class MySQLSession:
         finally:
             live.busy = False
 
+    async def _relay_rewritten(self, scanner: ResponseScanner, rewriter: ResponseRewriter) -> None:
+        """Like :meth:`_relay`, for a response dbward rewrites (masking, row limit): each chunk
+        read is rewritten and written at once; the scanner follows what the client gets."""
+        assert self.upstream is not None and self.writer is not None and self.live is not None
+        up = self.upstream.reader
+        out = self.writer
+        live = self.live
+        live.busy = True
+        try:
+            while True:
+                data = await up.read(CHUNK)
+                if not data:
+                    raise UpstreamError("the target closed the connection in the middle of a response")
+                try:
+                    sent = rewriter.feed(data)
+                except ProtocolViolation as exc:
+                    raise UpstreamError(f"the target sent a malformed response ({exc})") from exc
+                except Exception as exc:  # a mask that failed: never relay what it should have hidden
+                    log.exception(
+                        "masking a result of connection %s failed", self.target.name if self.target else "?"
+                    )
+                    raise UpstreamError(
+                        f"dbward could not apply the masking rules to this result ({type(exc).__name__}); "
+                        "it ended the session rather than send unmasked values"
+                    ) from exc
+                if sent:
+                    try:
+                        scanner.feed(sent)
+                    except ProtocolViolation as exc:  # a bug of dbward's: never send it
+                        raise UpstreamError(
+                            f"dbward could not rewrite the target's response ({exc})"
+                        ) from exc
+                    if out.transport.is_closing():
+                        raise ConnectionResetError("the client connection was lost")
+                    out.write(sent)
+                live.touch()
+                if rewriter.wants_infile:
+                    await out.drain()
+                    await self._relay_infile()
+                    rewriter.resume_after_infile()
+                    scanner.resume_after_infile()
+                    continue
+                if rewriter.done:
+                    if not scanner.done:
+                        raise UpstreamError("dbward could not rewrite the target's response (it ended early)")
+                    break
+                await out.drain()
+        finally:
+            live.busy = False
+
     async def _relay_infile(self) -> None:
         """LOCAL INFILE (only when proxy.allow_load_data_local is on): the client's file goes up."""
         assert self.reader is not None and self.upstream is not None
@@ -806,14 +980,22 @@ class MySQLSession:
                 return
 
     async def _forward(
-        self, payload: bytes, kind: ResponseKind, tickets: tuple[Ticket, ...] = ()
+        self,
+        payload: bytes,
+        kind: ResponseKind,
+        tickets: tuple[Ticket, ...] = (),
+        rewriter: ResponseRewriter | None = None,
     ) -> ResponseScanner:
-        """Send the command up and relay its response; ``tickets`` are completed with an error
-        when the exchange breaks off (client gone, target gone, session killed)."""
+        """Send the command up and relay its response (through ``rewriter`` when given);
+        ``tickets`` are completed with an error when the exchange breaks off (client gone,
+        target gone, session killed)."""
         self._to_upstream(payload)
         scanner = ResponseScanner(kind, deprecate_eof=self.deprecate_eof)
         try:
-            await self._relay(scanner)
+            if rewriter is None:
+                await self._relay(scanner)
+            else:
+                await self._relay_rewritten(scanner, rewriter)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, DbwardError) as exc:
             why = exc.message if isinstance(exc, DbwardError) else "the client connection was lost"
             for t in tickets:
@@ -828,14 +1010,36 @@ class MySQLSession:
 
     async def _gated(
         self, payload: bytes, sql: str, origin: StatementOrigin, kind: ResponseKind, **kw: Any
-    ) -> ResponseScanner | None:
+    ) -> tuple[ResponseScanner, ResponseRewriter | None]:
+        """Decide, forward, relay (rewritten when the decision says so), complete."""
         assert self.info is not None
         ticket = await self._check(Statement(sql=sql, origin=origin, database=self.info.database, **kw))
         if not self._runs(ticket):
             raise self._refusal(ticket)
-        scanner = await self._forward(payload, kind, (ticket,))
-        await self._complete(ticket, scanner.results[0] if scanner.results else None, scanner.bytes_seen)
-        return scanner
+        rewriter: ResponseRewriter | None = None
+        diag = {0: self.diag_plan} if self.diag_plan is not None and _DIAGNOSTICS.match(sql) else {}
+        policies = self._policies((ticket,), diag)
+        if kind is ResponseKind.EXECUTE and policies is not None:
+            rewriter = self._rewriter(kind, policies)
+        elif kind is ResponseKind.PREPARE and policies is not None and ticket.decision.masking is not None:
+            rewriter = self._rewriter(kind, policies)  # announces the masked columns' types
+        if kind in (ResponseKind.EXECUTE, ResponseKind.PREPARE):
+            self.cut_warning = None
+        scanner = await self._forward(payload, kind, (ticket,), rewriter)
+        masked, truncated = (
+            self._audit_of(rewriter, 0, ticket) if kind is ResponseKind.EXECUTE else (None, False)
+        )
+        await self._complete(
+            ticket,
+            scanner.results[0] if scanner.results else None,
+            scanner.bytes_seen,
+            masked=masked,
+            truncated=truncated,
+        )
+        if kind is ResponseKind.EXECUTE:
+            self._after_rewrite(rewriter)
+            self._note_conditions(rewriter, [ticket])
+        return scanner, rewriter
 
     # ------------------------------------------------------------------ statements
     async def _kill_dbward_session(self, sql: str, connection_id: int, *, whole: bool) -> None:
@@ -888,6 +1092,26 @@ class MySQLSession:
                 )
             )
         refused = next((t for t in tickets if not self._runs(t)), None)
+        diag = self._diagnostics(statements, tickets)
+        policies = self._policies(tickets, diag)
+        if (
+            refused is None
+            and policies is not None
+            and any(t.decision.kind in _MANY_RESULTS for t in tickets[:-1])
+        ):
+            # Which results belong to which statement is known only when a statement that can
+            # answer with several result sets (CALL) comes last.
+            for t in tickets:
+                await self._complete(
+                    t, None, 0, error="refused: a CALL before other statements of a masked batch"
+                )
+            raise UnsupportedFeature(
+                "dbward refused this multi-statement: it applies masking or a row limit (rules: "
+                + ", ".join(sorted({r for t in tickets for r in t.decision.rule_ids}))
+                + ") and a CALL or EXECUTE that can return several result sets is not its last "
+                "statement, so dbward cannot tell which results belong to which statement; send the "
+                "CALL on its own or last"
+            )
         if refused is not None:
             for t in tickets:
                 if self._runs(t):
@@ -904,9 +1128,23 @@ class MySQLSession:
                 "LOAD DATA LOCAL INFILE is refused by dbward: it lets the server read files from the "
                 "client machine; an administrator can allow it with the setting proxy.allow_load_data_local"
             )
-        scanner = await self._forward(payload, ResponseKind.QUERY, tuple(tickets))
+        append: tuple[tuple[bytes | None, ...], ...] = ()
+        if self.cut_warning is not None and len(statements) == 1 and _SHOW_WARNINGS.match(sql):
+            # dbward's own warning: the last statement's result was cut at the row limit
+            append = ((b"Warning", str(CUT_WARNING_CODE).encode(), self.cut_warning.encode()),)
+            name = self.target.name if self.target is not None else ""
+            policies = policies or [ResultPolicy(plan=None, limit=None, connection=name)]
+        rewriter = (
+            self._rewriter(ResponseKind.QUERY, policies, append_rows=append) if policies is not None else None
+        )
+        if not append:
+            self.cut_warning = None
+        scanner = await self._forward(payload, ResponseKind.QUERY, tuple(tickets), rewriter)
+        if not append:
+            self._after_rewrite(rewriter)
         results = scanner.results
         sent: int = scanner.bytes_seen
+        self._note_conditions(rewriter, tickets)
         for i, t in enumerate(tickets):
             if i < len(results):
                 res = results[i]
@@ -919,7 +1157,8 @@ class MySQLSession:
                         affected=extra[-1].affected,
                         error=next((r.error for r in extra if r.error), None),
                     )
-                await self._complete(t, res, sent if i == 0 else 0)
+                masked, truncated = self._audit_of(rewriter, i, t)
+                await self._complete(t, res, sent if i == 0 else 0, masked=masked, truncated=truncated)
                 db = use_target(t.statement.sql)
                 if db is not None and res.error is None:
                     self.info.database = db
@@ -930,8 +1169,7 @@ class MySQLSession:
 
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:].decode("utf-8", "replace")
-        scanner = await self._gated(payload, sql, StatementOrigin.PREPARE, ResponseKind.PREPARE)
-        assert scanner is not None
+        scanner, _ = await self._gated(payload, sql, StatementOrigin.PREPARE, ResponseKind.PREPARE)
         ok = scanner.prepare_ok
         if ok is not None:
             self.statements[ok.statement_id] = _Prepared(sql=sql, num_params=ok.num_params)
@@ -951,7 +1189,7 @@ class MySQLSession:
             payload, prepared.num_params, prepared.types, frozenset(prepared.long_data)
         )
         params = tuple("<long data>" if p.long_data else _audit_value(p.value) for p in execute.params)
-        await self._gated(
+        _, rewriter = await self._gated(
             payload,
             prepared.sql,
             StatementOrigin.EXECUTE,
@@ -961,6 +1199,27 @@ class MySQLSession:
         )
         prepared.types = execute.types
         prepared.long_data.clear()
+        prepared.rewritten = rewriter is not None
+        prepared.cursor = rewriter.cursor if rewriter is not None else None
+
+    async def _com_stmt_fetch(self, payload: bytes) -> None:
+        """COM_STMT_FETCH: rows of a cursor; a rewritten statement's cursor is rewritten alike."""
+        sid = Reader(payload, 1).int4()
+        prepared = self.statements.get(sid)
+        if prepared is None or not prepared.rewritten:
+            await self._forward(payload, ResponseKind.FETCH)
+            return
+        cursor = prepared.cursor
+        if cursor is None:
+            raise UnsupportedFeature(
+                f"dbward refused COM_STMT_FETCH of prepared statement {sid}: its result is masked or "
+                "row-limited and dbward saw no cursor opened for it, so it cannot rewrite the rows"
+            )
+        rewriter = self._rewriter(ResponseKind.FETCH, [cursor.policy], cursor=cursor)
+        await self._forward(payload, ResponseKind.FETCH, (), rewriter)
+        if rewriter.cut:
+            assert cursor.policy.limit is not None
+            self.cut_warning = cut_notice(cursor.policy.limit, cursor.policy.connection)
 
     async def _com_init_db(self, payload: bytes) -> None:
         assert self.info is not None

@@ -12,7 +12,8 @@ import pytest
 from pymysql.constants import CLIENT
 
 from dbward.identity.secrets import SecretVerifiers
-from dbward.policy.model import Decision, MaskingPlan
+from dbward.masking.algorithms import Algorithm, MaskSpec
+from dbward.policy.model import ColumnMask, Decision, MaskingPlan
 from dbward.proxy.engine import StoredSecret, UserCredentials
 from dbward.store import repo
 from tests.conftest import PASSWORD, USER, RunningNode
@@ -296,9 +297,10 @@ async def test_load_data_local_when_allowed(dbward_node: RunningNode, tmp_path: 
     assert load[0]["affected"] == 2 and load[0]["error"] is None
 
 
-async def test_masking_plan_fails_closed_until_masking_lands(
-    dbward_node: RunningNode, maria_port: int
-) -> None:
+async def test_masking_plan_is_applied_on_the_wire(dbward_node: RunningNode, maria_port: int) -> None:
+    """A decision's masking plan masks the result (tests/e2e/mysql/test_masking.py has the rest)."""
+    full = ColumnMask(spec=MaskSpec(algorithm=Algorithm.FULL), rule_ids=("rule:mask-email",))
+
     class MaskEmail:
         def __init__(self, inner: Any) -> None:
             self.inner = inner
@@ -310,21 +312,20 @@ async def test_masking_plan_fails_closed_until_masking_lands(
         async def decide_statement(self, session: Any, statement: Any) -> Decision:
             if "email" in statement.sql:
                 return Decision.allow(
-                    "allowed with masking", "rule:mask-email", masking=MaskingPlan(columns={0: "x"})
+                    "allowed with masking", "rule:mask-email", masking=MaskingPlan(columns={0: full})
                 )
             return Decision.allow("allowed", "rule:allow")
 
-    dbward_node.node.gate.policy = MaskEmail(dbward_node.node.gate.policy)  # type: ignore[assignment]
+    dbward_node.node.gate.policy = MaskEmail(dbward_node.node.gate.policy)
 
-    def go() -> tuple[str, tuple[Any, ...]]:
+    def go() -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         with connect(maria_port, database="dbward_test") as c:
-            with pytest.raises(pymysql.err.NotSupportedError) as ei:
-                query(c, "SELECT email FROM customers")
-            return ei.value.args[1], query(c, "SELECT 1")
+            return query(c, "SELECT email FROM customers ORDER BY id"), query(c, "SELECT 1")
 
-    message, after = await in_thread(go)
-    assert "fails closed" in message and "rule:mask-email" in message
+    masked, after = await in_thread(go)
+    assert masked == (("*****************",), ("***************",), (None,))
     assert after == ((1,),)
+    assert dbward_node.journal.of_type("statement.masked")[0]["columns"][0]["rules"] == ["rule:mask-email"]
 
 
 async def test_no_backslash_escapes_cannot_smuggle_a_statement(

@@ -180,3 +180,126 @@ def encode_binary_row(values: Sequence[Any], types: Sequence[tuple[int, bool]]) 
         else:
             body += encode_binary_value(v, typ, unsigned)
     return b"\x00" + bytes(bitmap) + bytes(body)
+
+
+# --------------------------------------------------------------------------- value spans and text forms
+# What the masking path needs: where a value of a row begins and ends (only the masked
+# columns are decoded; the bytes around them are copied as they are), and a binary value's
+# text form as the text protocol would have sent it (masks work on text).
+
+#: binary-protocol types whose value is a length-encoded string
+LENENC_TYPES = frozenset(
+    {
+        FieldType.DECIMAL,
+        FieldType.NEWDECIMAL,
+        FieldType.VARCHAR,
+        FieldType.VAR_STRING,
+        FieldType.STRING,
+        FieldType.ENUM,
+        FieldType.SET,
+        FieldType.JSON,
+        FieldType.TINY_BLOB,
+        FieldType.MEDIUM_BLOB,
+        FieldType.LONG_BLOB,
+        FieldType.BLOB,
+        FieldType.BIT,
+        FieldType.GEOMETRY,
+        FieldType.VECTOR,
+    }
+)
+_FIXED_SIZES = {**_INT_SIZES, FieldType.FLOAT: 4, FieldType.DOUBLE: 8, FieldType.NULL: 0}
+_TEMPORAL = frozenset(
+    {FieldType.DATE, FieldType.DATETIME, FieldType.TIMESTAMP, FieldType.NEWDATE, FieldType.TIME}
+)
+
+
+def lenenc_span(data: bytes, pos: int) -> tuple[int, int]:
+    """(start, end) of the bytes of the length-encoded string at ``pos`` (not NULL)."""
+    n = len(data)
+    if pos >= n:
+        raise ProtocolViolation("row truncated before a value")
+    first = data[pos]
+    if first < 0xFB:
+        start, length = pos + 1, first
+    elif first == 0xFC:
+        start, length = pos + 3, int.from_bytes(data[pos + 1 : pos + 3], "little")
+    elif first == 0xFD:
+        start, length = pos + 4, int.from_bytes(data[pos + 1 : pos + 4], "little")
+    elif first == 0xFE:
+        start, length = pos + 9, int.from_bytes(data[pos + 1 : pos + 9], "little")
+    else:
+        raise ProtocolViolation(f"0x{first:02X} where a length-encoded string was expected")
+    end = start + length
+    if end > n:
+        raise ProtocolViolation("row truncated in the middle of a value")
+    return start, end
+
+
+def null_bitmap_size(num_columns: int) -> int:
+    """Bytes of a binary row's NULL bitmap (offset 2)."""
+    return (num_columns + 7 + 2) // 8
+
+
+def binary_value_end(data: bytes, pos: int, typ: int) -> int:
+    """Where the binary-protocol value of type ``typ`` starting at ``pos`` ends."""
+    size = _FIXED_SIZES.get(typ)  # type: ignore[call-overload]
+    if size is not None:
+        end: int = pos + size
+    elif typ in _TEMPORAL:
+        if pos >= len(data):
+            raise ProtocolViolation("row truncated before a date/time value")
+        end = pos + 1 + data[pos]
+    elif typ in LENENC_TYPES:
+        end = lenenc_span(data, pos)[1]
+    else:
+        raise ProtocolViolation(f"binary value of unknown type {typ}")
+    if end > len(data):
+        raise ProtocolViolation("row truncated in the middle of a value")
+    return end
+
+
+def _fraction(us: int, decimals: int) -> str:
+    if not 0 < decimals <= 6:
+        return ""
+    return "." + f"{us:06d}"[:decimals]
+
+
+def binary_value_text(raw: bytes, typ: int, unsigned: bool, decimals: int = 0) -> str | bytes:
+    """The text-protocol form of one binary-protocol value (``raw`` is exactly its bytes):
+    what ``SELECT`` over COM_QUERY would have sent for it. Strings come back as bytes in the
+    column's character set; everything else as ``str``."""
+    if typ in LENENC_TYPES:
+        start, end = lenenc_span(raw, 0)
+        v = raw[start:end]
+        return v if typ not in (FieldType.DECIMAL, FieldType.NEWDECIMAL) else v.decode("ascii", "replace")
+    r = Reader(raw)
+    if typ in (FieldType.DATE, FieldType.DATETIME, FieldType.TIMESTAMP, FieldType.NEWDATE):
+        n = r.int1()
+        year = month = day = hh = mm = ss = us = 0
+        if n >= 4:
+            year, month, day = r.int2(), r.int1(), r.int1()
+        if n >= 7:
+            hh, mm, ss = r.int1(), r.int1(), r.int1()
+        if n >= 11:
+            us = r.int4()
+        date = f"{year:04d}-{month:02d}-{day:02d}"
+        if typ == FieldType.DATE:
+            return date
+        return f"{date} {hh:02d}:{mm:02d}:{ss:02d}" + _fraction(us, decimals)
+    if typ == FieldType.TIME:
+        n = r.int1()
+        if n == 0:
+            return "00:00:00"
+        negative, days, hh, mm, ss = r.int1(), r.int4(), r.int1(), r.int1(), r.int1()
+        us = r.int4() if n >= 12 else 0
+        sign = "-" if negative else ""
+        return f"{sign}{days * 24 + hh:02d}:{mm:02d}:{ss:02d}" + _fraction(us, decimals)
+    value = decode_binary_value(r, typ, unsigned)
+    if typ == FieldType.FLOAT:
+        return format(value, ".6g")
+    if typ == FieldType.DOUBLE:
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    if typ == FieldType.YEAR:
+        return f"{value:04d}"
+    return str(value)
