@@ -256,11 +256,14 @@ class Report:
 
 
 def pg_target(setup: str) -> tuple[int, str, dict[str, str]]:
+    # Plain TCP everywhere: the local PostgreSQL and pgbouncer offer no TLS, so comparing a
+    # TLS session through dbward with plain ones would measure TLS, not the relay.
+    plain = {"PGSSLMODE": "disable"}
     if setup == "direct":
-        return PG[1], "postgres", {}
+        return PG[1], "postgres", plain
     if setup == "pgbouncer":
-        return PORTS["pgbouncer"], "postgres", {}
-    return PORTS["dbward-pg"], USER, {"PGPASSWORD": PASSWORD}
+        return PORTS["pgbouncer"], "postgres", plain
+    return PORTS["dbward-pg"], USER, {"PGPASSWORD": PASSWORD, **plain}
 
 
 def run_pgbench(
