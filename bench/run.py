@@ -391,6 +391,14 @@ def idle_sessions(dbward: Proc, count: int) -> dict[str, float]:
     """RSS of dbward with ``count`` idle authenticated PostgreSQL sessions, and the connect rate."""
     import psycopg
 
+    # Every client session holds one target session; the target's max_connections bounds how
+    # many can be open (PostgreSQL's default is 100). Measure what fits and extrapolate.
+    with psycopg.connect(f"host={PG[0]} port={PG[1]} user=postgres dbname=postgres") as c:
+        row = c.execute("SHOW max_connections").fetchone()
+        used = c.execute("SELECT count(*) FROM pg_stat_activity").fetchone()
+    assert row is not None and used is not None
+    requested = count
+    count = max(10, min(count, int(row[0]) - int(used[0]) - 10))
     before = rss_kib(dbward.pid)
     conns = []
     t0 = time.perf_counter()
@@ -405,11 +413,14 @@ def idle_sessions(dbward: Proc, count: int) -> dict[str, float]:
     after = rss_kib(dbward.pid)
     for c in conns:
         c.close()
+    per_session_kib = (after - before) / count
     return {
-        "sessions": count,
+        "sessions_requested": requested,
+        "sessions_open": count,
         "rss_before_mib": round(before / 1024, 1),
         "rss_after_mib": round(after / 1024, 1),
-        "mib_for_sessions": round((after - before) / 1024, 1),
+        "kib_per_session": round(per_session_kib, 1),
+        "mib_for_1000_sessions_extrapolated": round(per_session_kib * 1000 / 1024, 1),
         "connects_per_second": round(count / elapsed, 1),
     }
 
