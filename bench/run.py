@@ -436,19 +436,19 @@ def median_table(report: Report) -> str:
     ]
     for (suite, workload, clients), by_setup in cells.items():
         med = {k: statistics.median(x.tps for x in v) for k, v in by_setup.items()}
-        relay = "pgbouncer" if "pgbouncer" in med else "socat" if "socat" in med else None
+        relay = "pgbouncer" if suite == "postgres" else "socat"
         for setup, samples in by_setup.items():
             cpu = [x.cpu_us_per_statement for x in samples if x.cpu_us_per_statement is not None]
             lines.append(
                 f"| {suite} | {workload} | {clients} | {setup} | {med[setup]:.0f} | "
                 f"{min(x.tps for x in samples):.0f}-{max(x.tps for x in samples):.0f} | "
-                f"{med[setup] / med['direct']:.2f} | "
-                f"{(med[setup] / med[relay]) if relay else float('nan'):.2f} | "
+                f"{med[setup] / med.get('direct', float('nan')):.2f} | "
+                f"{(med[setup] / med[relay]) if relay in med else float('nan'):.2f} | "
                 f"{statistics.median(cpu):.1f} | {sum(x.errors for x in samples)} |"
                 if cpu
                 else f"| {suite} | {workload} | {clients} | {setup} | {med[setup]:.0f} | "
                 f"{min(x.tps for x in samples):.0f}-{max(x.tps for x in samples):.0f} | "
-                f"{med[setup] / med['direct']:.2f} | "
+                f"{med[setup] / med.get('direct', float('nan')):.2f} | "
                 f"{(med[setup] / med[relay]) if relay else float('nan'):.2f} | - | {sum(x.errors for x in samples)} |"
             )
     return "\n".join(lines)
@@ -550,7 +550,14 @@ def main() -> int:
                                 for setup in order:
                                     relay = procs.get(setup)
                                     cpu0 = cpu_seconds(relay.pid) if relay else None
-                                    n, tps, errs = run_pgbench(workload, mode, c, setup, args.duration, work)
+                                    try:
+                                        n, tps, errs = run_pgbench(
+                                            workload, mode, c, setup, args.duration, work
+                                        )
+                                    except RuntimeError as exc:
+                                        report.extra.setdefault("failed runs", []).append(str(exc)[:300])
+                                        print(f"pg {workload} {mode} c={c} {setup}: FAILED", flush=True)
+                                        continue
                                     cpu = (
                                         ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
                                         if relay and cpu0 is not None and n
@@ -580,7 +587,12 @@ def main() -> int:
                             for setup in order:
                                 relay = procs.get(setup)
                                 cpu0 = cpu_seconds(relay.pid) if relay else None
-                                n, qps, errs = run_sysbench(test, c, setup, args.duration, 10000)
+                                try:
+                                    n, qps, errs = run_sysbench(test, c, setup, args.duration, 10000)
+                                except RuntimeError as exc:
+                                    report.extra.setdefault("failed runs", []).append(str(exc)[:300])
+                                    print(f"mysql {test} t={c} {setup}: FAILED", flush=True)
+                                    continue
                                 cpu = (
                                     ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
                                     if relay and cpu0 is not None and n
