@@ -130,7 +130,7 @@ class Node:
         if not forwarders:
             return None
         self.dispatcher = Dispatcher(
-            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors", linger=0.25
+            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors", linger=1.0
         )
         journal.on_durable = self.dispatcher.notify
         self.dispatcher.start()

@@ -59,13 +59,16 @@ class StoreForwarder:
             }
             for line, rec in batch
         ]
+        table: Any = AuditRecord.__table__
         ins: Any
         if self.store.dialect == "postgresql":
-            ins = postgresql.insert(AuditRecord).on_conflict_do_nothing(index_elements=["chain", "seq"])
+            ins = postgresql.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
         else:
-            ins = sqlite.insert(AuditRecord).on_conflict_do_nothing(index_elements=["chain", "seq"])
-        async with self.store.transaction() as s:
-            await s.execute(ins, rows)
+            ins = sqlite.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
+        # Core executemany on a connection, not the ORM session: this runs for every audit
+        # event, and the ORM's per-row bookkeeping cost more CPU than the proxy itself.
+        async with self.store.engine.begin() as conn:
+            await conn.execute(ins, rows)
 
     async def close(self) -> None:
         return None
