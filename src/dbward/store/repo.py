@@ -121,6 +121,13 @@ async def get_group(s: AsyncSession, name: str) -> Group | None:
     return (await s.execute(select(Group).where(Group.name == name))).scalar_one_or_none()
 
 
+async def require_group(s: AsyncSession, name: str) -> Group:
+    g = await get_group(s, name)
+    if g is None:
+        raise NotFoundError(f"group {name} does not exist")
+    return g
+
+
 async def create_group(s: AsyncSession, name: str, description: str | None = None) -> Group:
     if await get_group(s, name) is not None:
         raise ConflictError(f"group {name} already exists")
@@ -131,9 +138,7 @@ async def create_group(s: AsyncSession, name: str, description: str | None = Non
 
 
 async def set_group_members(s: AsyncSession, group: str, usernames: list[str]) -> None:
-    g = await get_group(s, group)
-    if g is None:
-        raise NotFoundError(f"group {group} does not exist")
+    g = await require_group(s, group)
     await s.execute(delete(GroupMember).where(GroupMember.group_id == g.id))
     for u in usernames:
         user = await require_user(s, u)
@@ -143,6 +148,13 @@ async def set_group_members(s: AsyncSession, group: str, usernames: list[str]) -
 
 async def get_role(s: AsyncSession, name: str) -> Role | None:
     return (await s.execute(select(Role).where(Role.name == name))).scalar_one_or_none()
+
+
+async def require_role(s: AsyncSession, name: str) -> Role:
+    r = await get_role(s, name)
+    if r is None:
+        raise NotFoundError(f"role {name} does not exist")
+    return r
 
 
 async def create_role(s: AsyncSession, name: str, description: str | None = None) -> Role:
@@ -155,16 +167,11 @@ async def create_role(s: AsyncSession, name: str, description: str | None = None
 
 
 async def assign_role(s: AsyncSession, role: str, subject_type: str, subject_name: str) -> None:
-    r = await get_role(s, role)
-    if r is None:
-        raise NotFoundError(f"role {role} does not exist")
+    r = await require_role(s, role)
     if subject_type == "user":
         subject_id = (await require_user(s, subject_name)).id
     elif subject_type == "group":
-        g = await get_group(s, subject_name)
-        if g is None:
-            raise NotFoundError(f"group {subject_name} does not exist")
-        subject_id = g.id
+        subject_id = (await require_group(s, subject_name)).id
     else:
         raise ValidationError("a role is assigned to a user or a group")
     exists = (
@@ -357,9 +364,7 @@ async def list_groups(s: AsyncSession) -> list[Group]:
 
 
 async def group_members(s: AsyncSession, group: str) -> list[str]:
-    g = await get_group(s, group)
-    if g is None:
-        raise NotFoundError(f"group {group} does not exist")
+    g = await require_group(s, group)
     rows = await s.execute(
         select(User.username)
         .join(GroupMember, GroupMember.user_id == User.id)
@@ -370,18 +375,14 @@ async def group_members(s: AsyncSession, group: str) -> list[str]:
 
 
 async def update_group(s: AsyncSession, name: str, *, description: str | None) -> Group:
-    g = await get_group(s, name)
-    if g is None:
-        raise NotFoundError(f"group {name} does not exist")
+    g = await require_group(s, name)
     g.description = description
     await s.flush()
     return g
 
 
 async def delete_group(s: AsyncSession, name: str) -> None:
-    g = await get_group(s, name)
-    if g is None:
-        raise NotFoundError(f"group {name} does not exist")
+    g = await require_group(s, name)
     await s.execute(
         delete(RoleAssignment).where(
             RoleAssignment.subject_type == "group", RoleAssignment.subject_id == g.id
@@ -399,9 +400,7 @@ async def list_roles(s: AsyncSession) -> list[Role]:
 
 async def role_members(s: AsyncSession, role: str) -> list[tuple[str, str]]:
     """The role's holders as (subject_type, name), users first, each sorted by name."""
-    r = await get_role(s, role)
-    if r is None:
-        raise NotFoundError(f"role {role} does not exist")
+    r = await require_role(s, role)
     users = await s.execute(
         select(User.username)
         .join(
@@ -423,9 +422,7 @@ async def role_members(s: AsyncSession, role: str) -> list[tuple[str, str]]:
 
 async def set_role_members(s: AsyncSession, role: str, members: list[tuple[str, str]]) -> None:
     """Make exactly ``members`` (subject_type, name) hold ``role``."""
-    r = await get_role(s, role)
-    if r is None:
-        raise NotFoundError(f"role {role} does not exist")
+    r = await require_role(s, role)
     await s.execute(delete(RoleAssignment).where(RoleAssignment.role_id == r.id))
     await s.flush()
     for subject_type, name in members:
@@ -434,18 +431,14 @@ async def set_role_members(s: AsyncSession, role: str, members: list[tuple[str, 
 
 
 async def update_role(s: AsyncSession, name: str, *, description: str | None) -> Role:
-    r = await get_role(s, name)
-    if r is None:
-        raise NotFoundError(f"role {name} does not exist")
+    r = await require_role(s, name)
     r.description = description
     await s.flush()
     return r
 
 
 async def delete_role(s: AsyncSession, name: str) -> None:
-    r = await get_role(s, name)
-    if r is None:
-        raise NotFoundError(f"role {name} does not exist")
+    r = await require_role(s, name)
     await _delete_subject_grants(s, "role", name)
     await s.delete(r)
     await s.flush()
