@@ -37,20 +37,18 @@ Choosing the masking of a result column (documented in docs and tested):
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from dbward.domain import Principal
 from dbward.masking.algorithms import Algorithm, MaskSpec
 from dbward.masking.patterns import BUILTIN, Pattern
 from dbward.masking.rules import MaskingPatternDef, MaskingRule, Strength, strength
+from dbward.policy.matching import glob, parse_ip, subject_matches
 from dbward.policy.model import ColumnMask, MaskingPlan
-from dbward.policy.subject import Subject, SubjectType
 from dbward.sql.lineage import Catalog, Lineage, SourceColumn
 from dbward.sql.model import Analysis, ObjectType, StatementKind
 
@@ -67,33 +65,6 @@ _READ_KINDS = frozenset(
         StatementKind.TRANSACTION,
     }
 )
-
-
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
-
-
-@lru_cache(maxsize=4096)
-def _parse_ip(host: str) -> IPv4Address | IPv6Address | None:
-    try:
-        addr = ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
-def _subject_matches(subject: Subject, p: Principal) -> bool:
-    match subject.type:
-        case SubjectType.USER:
-            return subject.name == p.username
-        case SubjectType.GROUP:
-            return subject.name in p.groups
-        case SubjectType.ROLE:
-            return subject.name in p.roles
-        case _:
-            return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +93,7 @@ class _CRule:
 
     def exempts(self, p: Principal, client: IPv4Address | IPv6Address | None) -> bool:
         r = self.rule
-        if not any(_subject_matches(s, p) for s in r.exempt):
+        if not any(subject_matches(s, p) for s in r.exempt):
             return False
         if not r.exempt_client_ips:
             return True
@@ -152,11 +123,11 @@ class CompiledMasking:
             st = strength(r.algorithm.algorithm)
         return _CRule(
             r,
-            _glob(r.connection),
-            _glob(r.database),
-            _glob(r.schema_),
-            _glob(r.table),
-            _glob(r.column),
+            glob(r.connection),
+            glob(r.database),
+            glob(r.schema_),
+            glob(r.table),
+            glob(r.column),
             mask,
             st,
         )
@@ -198,7 +169,7 @@ class CompiledMasking:
     def _view(
         self, principal: Principal, rules: tuple[_CRule, ...], client_host: str | None
     ) -> MaskingView | None:
-        client = _parse_ip(client_host) if client_host is not None else None
+        client = parse_ip(client_host) if client_host is not None else None
         live = tuple(r for r in rules if not r.exempts(principal, client))
         if not live:
             return None

@@ -24,18 +24,17 @@ The order of evaluation, and what each step can say:
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal, Protocol
 
 from dbward.domain import Principal, SessionInfo, Statement, Target
 from dbward.masking.plan import CompiledMasking, MaskingView, plan_masking, writes_data
+from dbward.policy.matching import glob, parse_ip, subject_matches
 from dbward.policy.model import (
     BUILTIN_PRIVILEGE_TYPES,
     ApprovalTrigger,
@@ -48,8 +47,6 @@ from dbward.policy.model import (
     PolicySet,
     QueryRule,
     RuleAction,
-    Subject,
-    SubjectType,
 )
 from dbward.sql import analyze
 from dbward.sql.lineage import Catalog, SourceColumn, lineage_key, output_lineage
@@ -93,23 +90,8 @@ class StaticPolicySetProvider:
         return self.policy_set
 
 
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(fnmatch.translate(pattern), re.IGNORECASE)
-
-
 def _any(patterns: tuple[re.Pattern[str], ...], value: str | None) -> bool:
     return value is not None and any(p.match(value) for p in patterns)
-
-
-@lru_cache(maxsize=4096)
-def _parse_ip(host: str) -> IPv4Address | IPv6Address | None:
-    try:
-        addr = ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-    if isinstance(addr, IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +138,6 @@ class _CRule:
     connection: re.Pattern[str] | None
 
 
-def _subject_matches(subject: Subject, p: Principal) -> bool:
-    match subject.type:
-        case SubjectType.USER:
-            return subject.name == p.username
-        case SubjectType.GROUP:
-            return subject.name in p.groups
-        case SubjectType.ROLE:
-            return subject.name in p.roles
-        case _:
-            return False
-
-
 class CompiledPolicy:
     """A PolicySet prepared for evaluation: privilege types resolved, globs compiled, rules
     sorted, per-(principal, connection) selections memoised."""
@@ -194,19 +164,19 @@ class CompiledPolicy:
         for name in all_types:
             self.types[name] = resolve(name, frozenset())
         self.grants: tuple[tuple[re.Pattern[str], _CGrant], ...] = tuple(
-            (_glob(g.connection), self._compile_grant(g)) for g in policy_set.grants
+            (glob(g.connection), self._compile_grant(g)) for g in policy_set.grants
         )
         ordered = sorted(enumerate(policy_set.rules), key=lambda ir: (ir[1].priority, ir[0]))
         self.rules: tuple[_CRule, ...] = tuple(
             _CRule(
                 r,
                 re.compile(r.pattern, re.IGNORECASE | re.DOTALL) if r.match is MatchType.REGEX else None,
-                _glob(r.connection) if r.connection is not None else None,
+                glob(r.connection) if r.connection is not None else None,
             )
             for _, r in ordered
             if r.enabled
         )
-        self.connections = tuple((_glob(c.connection), c) for c in policy_set.connections)
+        self.connections = tuple((glob(c.connection), c) for c in policy_set.connections)
         self.masking = CompiledMasking(policy_set.masking_patterns, policy_set.masking_rules)
         self._grant_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CGrant, ...]] = {}
         self._rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CRule, ...]] = {}
@@ -215,9 +185,9 @@ class CompiledPolicy:
 
     def _compile_grant(self, g: Grant) -> _CGrant:
         s = g.scope
-        qualified = tuple(_glob(t) for t in s.tables if "." in t)
-        bare = tuple(_glob(t) for t in s.tables if "." not in t)
-        schema_parts = tuple(_glob(t.rsplit(".", 1)[0]) for t in s.tables if "." in t)
+        qualified = tuple(glob(t) for t in s.tables if "." in t)
+        bare = tuple(glob(t) for t in s.tables if "." not in t)
+        schema_parts = tuple(glob(t.rsplit(".", 1)[0]) for t in s.tables if "." in t)
         if bare:
             schema_parts = ()  # a bare table pattern can be in any database
         kinds: set[StatementKind] = set()
@@ -226,8 +196,8 @@ class CompiledPolicy:
         return _CGrant(
             grant=g,
             kinds=frozenset(kinds),
-            databases=tuple(_glob(d) for d in s.databases),
-            schemas=tuple(_glob(d) for d in s.schemas),
+            databases=tuple(glob(d) for d in s.databases),
+            schemas=tuple(glob(d) for d in s.schemas),
             tables_qualified=qualified,
             tables_bare=bare,
             table_schema_parts=schema_parts,
@@ -240,7 +210,7 @@ class CompiledPolicy:
             hit = tuple(
                 cg
                 for conn, cg in self.grants
-                if conn.match(connection) and _subject_matches(cg.grant.subject, p)
+                if conn.match(connection) and subject_matches(cg.grant.subject, p)
             )
             if len(self._grant_memo) > 4096:
                 self._grant_memo.clear()
@@ -255,7 +225,7 @@ class CompiledPolicy:
                 r
                 for r in self.rules
                 if (r.connection is None or r.connection.match(connection))
-                and (not r.rule.subjects or any(_subject_matches(s, p) for s in r.rule.subjects))
+                and (not r.rule.subjects or any(subject_matches(s, p) for s in r.rule.subjects))
             )
             if len(self._rule_memo) > 4096:
                 self._rule_memo.clear()
@@ -279,7 +249,7 @@ class CompiledPolicy:
             exact = next((c for _, c in self.connections if c.connection == name), None)
             found = exact or next((c for g, c in self.connections if g.match(name)), None)
             cp = found or ConnectionPolicy(connection=name)
-            hit = (cp, tuple(_glob(t) for t in cp.ledger_tables))
+            hit = (cp, tuple(glob(t) for t in cp.ledger_tables))
             if len(self._conn_memo) > 4096:
                 self._conn_memo.clear()
             self._conn_memo[name] = hit
@@ -326,7 +296,7 @@ class _Live:
 
 def _live_grants(grants: tuple[_CGrant, ...], now: datetime, host: str) -> _Live:
     out = _Live()
-    client = _parse_ip(host) if any(g.grant.conditions.client_ips for g in grants) else None
+    client = parse_ip(host) if any(g.grant.conditions.client_ips for g in grants) else None
     outcomes: list[bool] = []
     for g in grants:
         failure = _condition_failure(g.grant, now, client, host)

@@ -1,7 +1,7 @@
 """The proxy's read path into the store: users and their secrets, targets, grants.
 
 Implements :class:`~dbward.proxy.engine.Authenticator`, :class:`~dbward.proxy.engine.TargetDirectory`
-and :class:`~dbward.policy.decider.GrantSource` over the metadata store.
+and the grants of a connection, over the metadata store.
 """
 
 from __future__ import annotations
