@@ -150,6 +150,16 @@ class AuditSettings(_Strict):
     forwarders: list[ForwarderSettings] = Field(default_factory=list)
 
 
+class NotificationSettings(_Strict):
+    """Where approval notifications go (webhooks, e-mail). Owned by ``approvals/notify.py``."""
+
+
+class ApprovalSettings(_Strict):
+    """Approval workflows (``approvals/``): request lifetimes, execution windows, notifications."""
+
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+
+
 #: the values read from the settings file by :func:`load_settings`, for :class:`_FileSource`
 _file_values: ContextVar[dict[str, Any] | None] = ContextVar("dbward_settings_file", default=None)
 
@@ -193,6 +203,7 @@ class Settings(BaseSettings):
     proxy: ProxySettings = Field(default_factory=ProxySettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     audit: AuditSettings = Field(default_factory=AuditSettings)
+    approvals: ApprovalSettings = Field(default_factory=ApprovalSettings)
 
     @field_validator("log_level")
     @classmethod
