@@ -292,6 +292,23 @@ class _Result:
         self.locking |= other.locking
         self.reasons.extend(r for r in other.reasons if r not in self.reasons)
 
+    def copy(self) -> _Result:
+        return _Result(
+            self.kind,
+            set(self.kinds),
+            set(self.accesses),
+            set(self.opaque),
+            self.unfiltered_write,
+            self.reads_files,
+            self.writes_files,
+            self.calls_routines,
+            self.procedural,
+            self.locking,
+            list(self.reasons),
+            self.new_database,
+            self.new_search_path,
+        )
+
 
 def _unknown(reason: str) -> _Result:
     r = _Result(K.UNKNOWN)
@@ -339,6 +356,7 @@ def cache_info() -> str:
 
 def cache_clear() -> None:
     _analyze_cached.cache_clear()
+    _SHAPES.clear()
 
 
 @lru_cache(maxsize=CACHE_SIZE)
@@ -570,7 +588,9 @@ def _analyze_statement(text: str, ctx: _Ctx) -> tuple[_Result, list[Token]]:
         )
     try:
         result = _dispatch(body, words, tokens, ctx)
-    except SqlglotError as exc:
+    except (SqlglotError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        # sqlglot raises more than its own error family on some garbage (a TypeError from
+        # its parser was seen); whatever it raises, the statement is unknown and refused
         result = _unknown(f"the statement could not be parsed ({type(exc).__name__})")
     return result, fp_tokens
 
@@ -730,11 +750,62 @@ def _after_words(body: str, n: int) -> str:
 # parsed statements: walk the whole tree
 
 
+#: Parsed query results by their token shape (see :func:`_shape`): statements that differ only
+#: in numeric literals (``WHERE id = 17`` / ``= 18``, as OLTP traffic does) parse once.
+_SHAPES: dict[tuple[object, ...], _Result] = {}
+_VERBATIM = frozenset(
+    {
+        TokenType.VAR,
+        TokenType.IDENTIFIER,
+        TokenType.STRING,
+        TokenType.NATIONAL_STRING,
+        TokenType.RAW_STRING,
+        TokenType.HEX_STRING,
+        TokenType.BIT_STRING,
+        TokenType.BYTE_STRING,
+        TokenType.HEREDOC_STRING,
+        TokenType.UNICODE_STRING,
+        TokenType.PARAMETER,
+        TokenType.PLACEHOLDER,
+    }
+)
+
+
+def _shape(tokens: list[Token], ctx: _Ctx) -> tuple[object, ...]:
+    """The cache key of a query: every token's type and text, except that numbers are ``?``.
+
+    Numbers never decide what the analysis finds (kinds, objects, flags); strings can (a
+    sequence name in ``nextval('s')``, a file name), so they stay in the key verbatim, and so
+    do names; keywords and operators are compared in upper case."""
+    key: list[object] = [ctx.dialect, ctx.database, ctx.search_path]
+    for t in tokens:
+        tt = t.token_type
+        if tt is TokenType.NUMBER:
+            key.append("?")
+        elif tt in _VERBATIM:
+            key.append((tt, t.text))
+        else:
+            key.append(t.text.upper())
+    return tuple(key)
+
+
 def _parsed(text: str, ctx: _Ctx, tokens: list[Token] | None) -> _Result:
     if tokens is None:
         tokens = _tokenize(text, ctx.dialect)
         if tokens is None:
             return _unknown("the statement cannot be tokenized (an unclosed quote or comment?)")
+    key = _shape(tokens, ctx)
+    hit = _SHAPES.get(key)
+    if hit is not None:
+        return hit.copy()
+    result = _parse_and_walk(text, ctx, tokens)
+    if len(_SHAPES) >= CACHE_SIZE:
+        _SHAPES.pop(next(iter(_SHAPES)))  # the oldest entry
+    _SHAPES[key] = result.copy()
+    return result
+
+
+def _parse_and_walk(text: str, ctx: _Ctx, tokens: list[Token]) -> _Result:
     if ctx.dialect == "mysql":
         outfile = _strip_into_outfile(tokens, text)
         if outfile is not None:

@@ -600,3 +600,30 @@ def test_object_identifier_array_casts_parse() -> None:
     assert not a.unknown
     b = analyze("SELECT '{1,2}'::regclass[]", "postgres")
     assert not b.unknown
+
+
+def test_queries_differing_only_in_numbers_share_one_parse() -> None:
+    from dbward.sql import analysis as analysis_mod
+
+    analysis_mod.cache_clear()
+    a = analyze("SELECT abalance FROM pgbench_accounts WHERE aid = 17", "postgres")
+    parses = len(analysis_mod._SHAPES)
+    b = analyze("select abalance from pgbench_accounts where aid = 18", "postgres")
+    assert len(analysis_mod._SHAPES) == parses  # the second text reused the first parse
+    assert a.accesses == b.accesses and a.kind is b.kind is StatementKind.SELECT
+    assert b.sql.endswith("18") and a.fingerprint == b.fingerprint
+    # a string literal can name an object (nextval('s')): strings are part of the key
+    analyze("SELECT nextval('seq_a')", "postgres")
+    analyze("SELECT nextval('seq_b')", "postgres")
+    assert len(analysis_mod._SHAPES) == parses + 2
+
+
+def test_cached_shape_is_not_shared_across_databases() -> None:
+    a = analyze("UPDATE t SET x = 1 WHERE id = 2", "mysql", database="db1")
+    b = analyze("UPDATE t SET x = 1 WHERE id = 3", "mysql", database="db2")
+    assert {x.obj.qualified for x in a.accesses} != {x.obj.qualified for x in b.accesses}
+
+
+def test_garbage_that_makes_sqlglot_raise_type_error_is_unknown() -> None:
+    a = analyze("DELETE INSERT ( 1 ? UNION $1 EXPLAIN DO ANALYZE", "postgres")
+    assert a.unknown and a.reasons
