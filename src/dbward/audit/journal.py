@@ -47,6 +47,13 @@ class AuditJournal(Protocol):
         """Durably record ``event`` or raise :class:`AuditUnavailable`."""
         ...
 
+    def append_soon(self, event: AuditEvent) -> None:
+        """Record ``event`` without waiting: it is written before the next :meth:`append`
+        (the order of the trail is kept) or at the end of the current loop iteration, whichever
+        comes first. For events nothing waits on (a statement's completion); a write failure
+        makes the next :meth:`append` raise :class:`AuditUnavailable`."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -67,6 +74,11 @@ class MemoryJournal:
         self._prev = record_hash(canonical(rec))
         self.records.append(rec)
         return AuditReceipt(rec["seq"], self._prev)
+
+    def append_soon(self, event: AuditEvent) -> None:
+        rec = {"chain": self.chain, "seq": len(self.records) + 1, "prev": self._prev, **event.to_dict()}
+        self._prev = record_hash(canonical(rec))
+        self.records.append(rec)
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["type"] == type_]
@@ -131,6 +143,9 @@ class FileJournal:
         self._last_checkpoint = time.monotonic()
         self._pending: list[tuple[dict[str, Any], asyncio.Future[AuditReceipt]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: records of append_soon() not yet written, and whether a flush is scheduled
+        self._soon: list[dict[str, Any]] = []
+        self._soon_scheduled = False
         self._fd: int | None = None
         #: called (in the event loop) after each batch is durable; the dispatcher's wake-up
         self.on_durable: Callable[[], None] | None = None
@@ -187,10 +202,56 @@ class FileJournal:
         rec = event.to_dict()
         if self.node and not rec.get("node"):
             rec["node"] = self.node
+        if self._soon:
+            self._queue_soon()
         self._pending.append((rec, fut))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
         return await fut
+
+    def append_soon(self, event: AuditEvent) -> None:
+        if self._fd is None:
+            self.open()
+        rec = event.to_dict()
+        if self.node and not rec.get("node"):
+            rec["node"] = self.node
+        self._soon.append(rec)
+        if not self._soon_scheduled:
+            self._soon_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+
+    def _flush_soon(self) -> None:
+        self._soon_scheduled = False
+        if not self._soon or self._failure is not None:
+            return
+        if self.durability == "write":
+            records, self._soon = self._soon, []
+            try:
+                self._write_batch(records, do_fsync=False)
+            except OSError as exc:
+                self._failure = self._unavailable(exc)
+                log.error("audit journal %s cannot be written: %s", self.path, exc)
+                return
+            self._after_write()
+        else:
+            self._queue_soon()
+
+    def _queue_soon(self) -> None:
+        """durability "fsync": deferred records join the group commit ahead of what follows."""
+        loop = asyncio.get_running_loop()
+        for rec in self._soon:
+            fut: asyncio.Future[AuditReceipt] = loop.create_future()
+            fut.add_done_callback(_lost_if_failed)
+            self._pending.append((rec, fut))
+        self._soon = []
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
+
+    def _after_write(self) -> None:
+        if self.fsync and (self._fsync_task is None or self._fsync_task.done()):
+            self._fsync_task = asyncio.create_task(self._background_fsync(), name="audit-journal-fsync")
+        if self.on_durable is not None:
+            self.on_durable()
 
     def _append_written(self, event: AuditEvent) -> AuditReceipt:
         """durability "write": the record is in the OS (it survives a crash of dbward) when this
@@ -198,14 +259,14 @@ class FileJournal:
         rec = event.to_dict()
         if self.node and not rec.get("node"):
             rec["node"] = self.node
+        records = [*self._soon, rec] if self._soon else [rec]
         try:
-            (receipt,) = self._write_batch([rec], do_fsync=False)
+            receipts = self._write_batch(records, do_fsync=False)
         except OSError as exc:
             raise self._unavailable(exc) from exc
-        if self.fsync and (self._fsync_task is None or self._fsync_task.done()):
-            self._fsync_task = asyncio.create_task(self._background_fsync(), name="audit-journal-fsync")
-        if self.on_durable is not None:
-            self.on_durable()
+        self._soon = []
+        receipt = receipts[-1]
+        self._after_write()
         return receipt
 
     async def _background_fsync(self) -> None:
@@ -313,11 +374,15 @@ class FileJournal:
         """Write a signed checkpoint now (used at shutdown and by tests)."""
         if self._fd is None:
             self.open()
+        if self._soon:
+            self._flush_soon()
         if self._writer is not None:
             await asyncio.shield(self._writer)
         await asyncio.to_thread(self._write_batch, [], force_checkpoint=True)
 
     async def close(self) -> None:
+        if self._soon:
+            self._flush_soon()
         if self._writer is not None:
             await asyncio.shield(self._writer)
         if self._fsync_task is not None:
@@ -334,6 +399,11 @@ class FileJournal:
     @property
     def last_seq(self) -> int:
         return self._seq
+
+
+def _lost_if_failed(fut: asyncio.Future[AuditReceipt]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("a deferred audit event could not be written: %s", fut.exception())
 
 
 def _read_tail(fd: int, size: int) -> tuple[bytes, int]:

@@ -346,8 +346,47 @@ def analyze(
     search_path: tuple[str, ...] = (),
     server_version: str | None = None,
 ) -> Analysis:
-    """Analyse one client message (one or several statements). Cached by exact arguments."""
-    return _analyze_cached(sql, dialect, database, tuple(search_path), server_version)
+    """Analyse one client message (one or several statements).
+
+    Cached by exact arguments, and for plain statements also by their shape: OLTP traffic
+    sends the same statement with other numbers (``WHERE id = 17``, ``= 18``), and those
+    share one analysis (see :func:`plain_shape`)."""
+    sp = tuple(search_path)
+    shape = plain_shape(sql)
+    if shape is None:
+        return _analyze_cached(sql, dialect, database, sp, server_version)
+    key = (shape, dialect, database, sp, server_version)
+    hit = _BY_SHAPE.get(key)
+    if hit is not None:
+        return hit if hit.sql == sql else replace(hit, sql=sql)
+    a = _analyze_cached(sql, dialect, database, sp, server_version)
+    if not a.statements:  # one statement: nothing but ``sql`` holds the literal values
+        if len(_BY_SHAPE) >= CACHE_SIZE:
+            _BY_SHAPE.pop(next(iter(_BY_SHAPE)))  # the oldest entry
+        _BY_SHAPE[key] = a
+    return a
+
+
+#: analyses of plain statements by their shape (and the other arguments of :func:`analyze`)
+_BY_SHAPE: dict[tuple[object, ...], Analysis] = {}
+#: a quote, a comment, an escape, a dollar-quote or parameter, a placeholder, or NUL: the
+#: text is not plain, and only an exact match may reuse an analysis
+_NOT_PLAIN = re.compile(r"['\"`\\$#?\x00]|--|/\*")
+#: a numeric literal standing alone: not part of a name (``t1``, ``é1``, MySQL's ``1abc``), a
+#: qualified name (``t.5``), a variable (``@1``) or a bind parameter (``:1``); only ASCII
+#: digits are numbers, while any letter (``\w`` is Unicode) makes digits part of a name
+_PLAIN_NUMBER = re.compile(r"(?<![\w.@:])[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![\w.])")
+
+
+def plain_shape(sql: str) -> str | None:
+    """The text with each numeric literal replaced by NUL, when the text is plain (no quotes,
+    comments, escapes or parameters, so every digit outside a name is a literal); else None.
+
+    The analysis of a statement never depends on its numbers: which kinds it has, which
+    objects it touches and its fingerprint are the same for ``WHERE id = 1`` and ``= 2``."""
+    if _NOT_PLAIN.search(sql):
+        return None
+    return _PLAIN_NUMBER.sub("\x00", sql)
 
 
 def cache_info() -> str:
@@ -357,6 +396,7 @@ def cache_info() -> str:
 def cache_clear() -> None:
     _analyze_cached.cache_clear()
     _SHAPES.clear()
+    _BY_SHAPE.clear()
 
 
 @lru_cache(maxsize=CACHE_SIZE)

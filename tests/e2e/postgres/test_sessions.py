@@ -319,6 +319,9 @@ class _OutageJournal:
             )
         return await self.inner.append(event)  # type: ignore[attr-defined]
 
+    def append_soon(self, event: object) -> None:
+        self.inner.append_soon(event)  # type: ignore[attr-defined]
+
     async def close(self) -> None:
         await self.inner.close()  # type: ignore[attr-defined]
 

@@ -25,6 +25,9 @@ class BrokenJournal:
     async def append(self, event: AuditEvent) -> AuditReceipt:
         raise AuditUnavailable("the audit journal cannot be written (test)")
 
+    def append_soon(self, event: AuditEvent) -> None:
+        raise AuditUnavailable("the audit journal cannot be written (test)")
+
     async def close(self) -> None:
         return None
 

@@ -173,3 +173,42 @@ async def test_write_durability_returns_after_write_and_syncs_in_the_background(
         assert json.loads(path.read_text().splitlines()[-1])["seq"] in (receipt.seq, receipt.seq + 1)
     await j.close()
     assert verify_lines(_lines(path), public_key=key.public_key()).ok
+
+
+@pytest.mark.parametrize("durability", ["write", "fsync"])
+async def test_deferred_events_keep_their_place_and_reach_the_file(
+    tmp_path: Path, key: Ed25519PrivateKey, durability: str
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    j = FileJournal(path, fsync=durability == "fsync", signer=Signer(key), durability=durability)
+    await j.append(_event(1))
+    j.append_soon(_event(2))
+    j.append_soon(_event(3))
+    await j.append(_event(4))  # the deferred two are written first, in order
+    j.append_soon(_event(5))
+    await asyncio.sleep(0)  # the end of a loop iteration writes (or, with fsync, queues) it
+    if j._writer is not None:  # durability "fsync": the group commit writes it in a thread
+        await j._writer
+    ids = [json.loads(x)["statement_id"] for x in _lines(path) if '"statement.decision"' in x]
+    assert ids == ["1", "2", "3", "4", "5"]
+    j.append_soon(_event(6))
+    await j.close()  # and closing writes the rest
+    recs = [json.loads(x) for x in _lines(path)]
+    assert [r["statement_id"] for r in recs if r["type"] == "statement.decision"][-1] == "6"
+    assert verify_lines(_lines(path), public_key=key.public_key()).ok
+
+
+async def test_a_deferred_write_failure_fails_the_next_append_closed(tmp_path: Path) -> None:
+    from dbward.errors import AuditUnavailable
+
+    j = FileJournal(tmp_path / "journal.jsonl", fsync=False, durability="write")
+    await j.append(_event(1))
+    assert j._fd is not None
+    import os
+
+    os.close(j._fd)  # the file descriptor goes bad under the journal (a disk or mount failure)
+    j._fd = os.open(os.devnull, os.O_RDONLY)  # writes now fail with EBADF
+    j.append_soon(_event(2))
+    await asyncio.sleep(0)
+    with pytest.raises(AuditUnavailable, match="cannot be written"):
+        await j.append(_event(3))

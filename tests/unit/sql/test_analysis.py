@@ -627,3 +627,69 @@ def test_cached_shape_is_not_shared_across_databases() -> None:
 def test_garbage_that_makes_sqlglot_raise_type_error_is_unknown() -> None:
     a = analyze("DELETE INSERT ( 1 ? UNION $1 EXPLAIN DO ANALYZE", "postgres")
     assert a.unknown and a.reasons
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 17;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 9;",
+        ),
+        (
+            "UPDATE t SET x = 1.5 WHERE id IN (1, 2) LIMIT 10",
+            "UPDATE t SET x = 2e3 WHERE id IN (7, 8) LIMIT 1",
+        ),
+    ],
+)
+def test_plain_statements_differing_in_numbers_share_a_shape(a: str, b: str) -> None:
+    from dbward.sql.analysis import plain_shape
+
+    assert plain_shape(a) is not None and plain_shape(a) == plain_shape(b)
+    x, y = analyze(a, "mysql", database="app"), analyze(b, "mysql", database="app")
+    assert y.sql == b and x.signature == y.signature and x.accesses == y.accesses
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("SELECT * FROM t1", "SELECT * FROM t2"),  # digits in names are names
+        ("SELECT * FROM é1", "SELECT * FROM é2"),
+        ("SELECT * FROM 1abc", "SELECT * FROM 2abc"),  # MySQL names may start with digits
+        ("SELECT * FROM s.t WHERE a = @1", "SELECT * FROM s.t WHERE a = @2"),
+        ("SELECT * FROM app_1.t", "SELECT * FROM app_2.t"),
+    ],
+)
+def test_digits_in_names_are_never_taken_for_literals(a: str, b: str) -> None:
+    from dbward.sql.analysis import plain_shape
+
+    assert plain_shape(a) != plain_shape(b)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT 'a1' FROM t",
+        'SELECT "c1" FROM t',
+        "SELECT `c1` FROM t",
+        "SELECT 1 -- 2",
+        "SELECT 1 /*!50000 , 2 */",
+        "SELECT 1 # 2",
+        "SELECT $1",
+        "SELECT a ? b FROM t",
+        "SELECT E'\\\\1'",
+    ],
+)
+def test_texts_with_quotes_comments_or_parameters_are_not_plain(text: str) -> None:
+    from dbward.sql.analysis import plain_shape
+
+    assert plain_shape(text) is None
+
+
+def test_a_shape_hit_keeps_database_and_dialect_apart() -> None:
+    a = analyze("DELETE FROM t WHERE id = 1", "mysql", database="db1")
+    b = analyze("DELETE FROM t WHERE id = 2", "mysql", database="db2")
+    c = analyze("DELETE FROM t WHERE id = 3", "postgres", database="db1")
+    assert {x.obj.qualified for x in a.accesses} == {"db1.t"}
+    assert {x.obj.qualified for x in b.accesses} == {"db2.t"}
+    assert {x.obj.qualified for x in c.accesses} == {"public.t"}
