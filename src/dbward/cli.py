@@ -482,6 +482,7 @@ async def serve_node(
                 "[yellow]no listeners are open[/]: add a connection with a listen_port (`dbward apply`)"
             )
         node.start_audit_forwarding()  # the store copy feeds the console's audit view and the API
+        node.start_approvals()  # notifications and the expiry of due approval requests
         if not settings.api.port:
             console.print("web console and API: off (api.port is 0)")
         else:

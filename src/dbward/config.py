@@ -150,14 +150,176 @@ class AuditSettings(_Strict):
     forwarders: list[ForwarderSettings] = Field(default_factory=list)
 
 
+#: the steps of a request a notification can be about (``approvals.notice.NoticeEvent``'s values)
+NoticeEventName = Literal[
+    "requested",
+    "stage_approved",
+    "approved",
+    "rejected",
+    "cancelled",
+    "expired",
+    "executed",
+    "review_required",
+]
+
+
+def _secret_ref_problem(ref: str) -> str | None:
+    """Why an ``env:NAME`` / ``file:PATH`` reference cannot be read now, or None (literals are fine).
+
+    ``approvals/notify.py`` reads the value when it builds the notifier; this only makes a
+    missing variable or file an error at start, naming the setting.
+    """
+    if ref.startswith("env:"):
+        name = ref[4:]
+        if not name:
+            return "env: must be followed by the name of an environment variable"
+        if name not in os.environ:
+            return f"refers to the environment variable {name}, which is not set"
+    elif ref.startswith("file:"):
+        path = Path(ref[5:]).expanduser()
+        if not path.is_file() or not os.access(path, os.R_OK):
+            return f"refers to the file {path}, which does not exist or cannot be read"
+    return None
+
+
+class WebhookSettings(_Strict):
+    """One approval-notification webhook (Slack-compatible or generic JSON)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # names the webhook in logs
+    # https://... ; may be env:NAME or file:PATH (a Slack webhook URL is itself a secret)
+    url: str
+    format: Literal["slack", "json"] = "json"
+    # Only these events are sent; empty: every event.
+    events: list[NoticeEventName] = Field(default_factory=list)
+    # Extra request headers (e.g. Authorization); a value may be env:NAME or file:PATH.
+    headers: dict[str, str] = Field(default_factory=dict)
+    # HMAC-SHA256 key for the X-Dbward-Signature header; env:NAME or file:PATH (or the key itself).
+    secret: str | None = None
+    timeout_seconds: float = Field(default=10, gt=0, le=300)
+    tls_verify: bool = True
+    ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> WebhookSettings:
+        where = f"webhook {self.name}"
+        problem = _secret_ref_problem(self.url)
+        if problem:
+            raise ValueError(f"{where}: url {problem}")
+        if not self.url.startswith(("env:", "file:")) and not self.url.startswith(("https://", "http://")):
+            raise ValueError(f"{where}: url must start with https:// or http://")
+        for header, value in self.headers.items():
+            low = header.lower()
+            if low.startswith("x-dbward-") or low in {"content-type", "content-length", "host"}:
+                raise ValueError(
+                    f"{where}: headers.{header} is set by dbward itself and cannot be configured"
+                )
+            problem = _secret_ref_problem(value)
+            if problem:
+                raise ValueError(f"{where}: headers.{header} {problem}")
+        if self.secret is not None:
+            problem = _secret_ref_problem(self.secret) if self.secret else "must not be empty"
+            if problem:
+                raise ValueError(f"{where}: secret {problem}")
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"{where}: ca_file {self.ca_file} does not exist")
+        return self
+
+
+class SmtpSettings(_Strict):
+    """The SMTP server approval e-mails go through."""
+
+    host: str = Field(min_length=1)
+    # Default: 25 for security none, 587 for starttls, 465 for tls.
+    port: int | None = Field(default=None, ge=1, le=65535)
+    # none: plain SMTP; starttls: upgrade with STARTTLS (required); tls: TLS from the start (SMTPS).
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str | None = None
+    # env:NAME or file:PATH (or, discouraged, the password itself)
+    password: str | None = None
+    # The From address, e.g. "dbward <dbward@example.com>".
+    sender: str
+    subject_prefix: str = "[dbward]"
+    # Only these events are mailed; empty: every event (a notice without recipients is never mailed).
+    events: list[NoticeEventName] = Field(default_factory=list)
+    timeout_seconds: float = Field(default=30, gt=0, le=300)
+    tls_verify: bool = True
+    ca_file: Path | None = None
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"none": 25, "starttls": 587, "tls": 465}[self.security]
+
+    @model_validator(mode="after")
+    def _check(self) -> SmtpSettings:
+        from email.utils import parseaddr
+
+        if "@" not in parseaddr(self.sender)[1]:
+            raise ValueError(f"smtp.sender {self.sender!r} is not an e-mail address")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("smtp.username and smtp.password must be set together")
+        if self.password is not None:
+            problem = _secret_ref_problem(self.password)
+            if problem:
+                raise ValueError(f"smtp.password {problem}")
+            if self.security == "none" and self.host not in {"localhost", "127.0.0.1", "::1"}:
+                raise ValueError(
+                    "smtp.username/password need smtp.security starttls or tls, so that the password "
+                    "does not cross the network in clear text"
+                )
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"smtp.ca_file {self.ca_file} does not exist")
+        return self
+
+
 class NotificationSettings(_Strict):
     """Where approval notifications go (webhooks, e-mail). Owned by ``approvals/notify.py``."""
+
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    smtp: SmtpSettings | None = None
+    # Delivery: each channel retries a failed delivery this many times in all, waiting
+    # initial_backoff_seconds, then twice as long each time up to max_backoff_seconds.
+    max_attempts: int = Field(default=8, ge=1, le=1000)
+    initial_backoff_seconds: float = Field(default=1.0, gt=0)
+    max_backoff_seconds: float = Field(default=300.0, gt=0)
+    # Notices waiting per channel; beyond it new notices are dropped with a warning.
+    queue_size: int = Field(default=1000, ge=1)
+    # On shutdown, pending deliveries get this long before they are given up.
+    drain_timeout_seconds: float = Field(default=10.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> NotificationSettings:
+        names = [w.name for w in self.webhooks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"webhooks: the name {dupes[0]} is used more than once")
+        if self.max_backoff_seconds < self.initial_backoff_seconds:
+            raise ValueError("max_backoff_seconds must not be less than initial_backoff_seconds")
+        return self
 
 
 class ApprovalSettings(_Strict):
     """Approval workflows (``approvals/``): request lifetimes, execution windows, notifications."""
 
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    # A pending request nobody decides within this many hours expires.
+    request_lifetime_hours: float = Field(default=72, gt=0, le=24 * 90)
+    # An approved SQL request can be run within this many hours after its approval (unless
+    # the request asks for a shorter window); then it expires unused.
+    sql_window_hours: float = Field(default=24, gt=0, le=24 * 90)
+    # How many times one approved SQL request may run at most (a request asks 1 by default).
+    max_uses: int = Field(default=10, ge=1, le=10_000)
+    # Access, unmask and export requests: the longest period a request may ask for.
+    max_period_hours: float = Field(default=24 * 30, gt=0, le=24 * 365)
+    default_period_hours: float = Field(default=8, gt=0, le=24 * 365)
+    # Whether any line may offer the urgent path (run first, review after); each line also
+    # has to allow it (allow_urgent).
+    urgent_allowed: bool = True
+    # When no approval line serves a request: with fallback_approvers (subjects such as
+    # "group:dba") a one-stage line of them ("any") serves it; without, filing is refused
+    # with a message that names the approval_lines section.
+    fallback_approvers: list[str] = Field(default_factory=list)
+    # How often each node looks for requests to expire.
+    expiry_interval_seconds: float = Field(default=30, gt=0, le=3600)
 
 
 #: the values read from the settings file by :func:`load_settings`, for :class:`_FileSource`

@@ -7,10 +7,13 @@ start a real node. Nothing here decides anything; it only builds and connects th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 from dataclasses import dataclass, field
 
+from dbward.approvals.notify import ManagedNotifier, build_notifier
+from dbward.approvals.service import ApprovalService
 from dbward.audit.chain import Signer, generate_signing_key, load_signing_key
 from dbward.audit.forward import Dispatcher, Forwarder, build_forwarder
 from dbward.audit.journal import AuditJournal, FileJournal
@@ -63,6 +66,10 @@ class Node:
     deps: EngineDeps = field(init=False)
     proxy: ProxyServer = field(init=False)
     dispatcher: Dispatcher | None = field(init=False, default=None)
+    #: approval requests: the gate's broker, the API's service (approvals/service.py)
+    approvals: ApprovalService = field(init=False)
+    notifier: ManagedNotifier = field(init=False)
+    _expiry_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ephemeral = EphemeralTokens()
@@ -71,11 +78,16 @@ class Node:
         self.policy_decider = self.policy or PolicyEvaluator(
             StorePolicyProvider(self.store), catalog=self.catalogs
         )
+        self.notifier = build_notifier(self.settings.approvals.notifications)
+        self.approvals = ApprovalService(
+            self.store, self.journal, self.settings, notifier=self.notifier, node_name=self.name
+        )
         self.gate = Gate(
             self.policy_decider,
             self.journal,
             fail_closed=self.settings.audit.fail_closed,
             catalogs=self.catalogs,
+            approvals=self.approvals,
         )
         self.sessions = SessionRegistry()
         p = self.settings.proxy
@@ -136,6 +148,24 @@ class Node:
         self.dispatcher.start()
         return self.dispatcher
 
+    def start_approvals(self) -> None:
+        """Start the notifier and the task that expires due approval requests. Every node
+        runs it; an expiry is a conditional update, so two nodes expire a request once."""
+        self.notifier.start()
+        if self._expiry_task is None:
+            self._expiry_task = asyncio.create_task(self._expire_loop(), name="dbward-approval-expiry")
+
+    async def _expire_loop(self) -> None:
+        interval = self.settings.approvals.expiry_interval_seconds
+        while True:
+            try:
+                await self.approvals.expire_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expiring approval requests failed; trying again in %s s", interval)
+            await asyncio.sleep(interval)
+
     async def listen_for(self, target: Target, port: int | None = None) -> Listener:
         """Open the per-connection listener of ``target`` (its listen_port, or ``port``)."""
         load_engines()
@@ -159,6 +189,12 @@ class Node:
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.proxy.drain(drain_timeout)
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
+        await self.notifier.aclose()
         await self.catalogs.close()
         await self.journal.close()
         if self.dispatcher is not None:
@@ -175,6 +211,7 @@ class Node:
 
     async def run_forever(self) -> None:
         self.start_audit_forwarding()
+        self.start_approvals()
         await self.start_proxies()
         try:
             await asyncio.Event().wait()

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from dbward import __version__ as VERSION
 from dbward.api.context import ApiContext
 from dbward.api.errors import install_error_handlers
-from dbward.api.routers import me, objects, ops, tokens
+from dbward.api.routers import approvals, me, objects, ops, tokens
 
 if TYPE_CHECKING:
     from dbward.node import Node
@@ -107,6 +107,7 @@ def api_router() -> APIRouter:
     router.include_router(objects.router)
     router.include_router(tokens.router)
     router.include_router(ops.router)
+    router.include_router(approvals.router)
     return router
 
 

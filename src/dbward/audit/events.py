@@ -165,7 +165,8 @@ class MaskingApplied(AuditEvent):
 
 @dataclass(kw_only=True)
 class ApprovalEvent(AuditEvent):
-    """A step of an approval request: requested, approved, rejected, cancelled, expired, executed."""
+    """A step of an approval request: requested, stage_approved, approved, rejected, cancelled,
+    expired, used (an approved statement was let through the proxy), executed, review."""
 
     type: ClassVar[str] = "approval.step"
     code: ClassVar[str] = "P001I"
@@ -175,6 +176,15 @@ class ApprovalEvent(AuditEvent):
     actor: str | None = None
     comment: str | None = None
     stage: int | None = None
+    #: the request's state after the step (pending, approved, executed, review_pending, ...)
+    state: str | None = None
+    #: an urgent request (run first, reviewed after); ``review_required`` while its review is due
+    urgent: bool = False
+    review_required: bool = False
+    #: the gate's statement id, for "used" and "executed" (links to statement.decision)
+    statement_id: str | None = None
+    #: the ticket of the external approval system (ITSM) the request came from
+    external_ref: str | None = None
 
 
 @dataclass(kw_only=True)

@@ -16,7 +16,7 @@ import hashlib
 import secrets
 
 PREFIX = "dbwa_"
-AREAS = ("users", "connections", "grants", "policies", "sessions", "audit", "tokens")
+AREAS = ("users", "connections", "grants", "policies", "sessions", "audit", "tokens", "approvals")
 SCOPES = ("admin", "read", "self", *(f"{a}:{m}" for a in AREAS for m in ("read", "write")))
 
 

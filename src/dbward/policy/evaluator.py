@@ -522,6 +522,8 @@ def evaluate(
             effect=Effect.REQUIRE_APPROVAL,
             reasons=("approval required: " + "; ".join(approval_reasons),),
             rule_ids=(*approval_ids, *grant_ids),
+            approvable=True,
+            row_limit=conn.max_rows,
         )
 
     # 6. allow
@@ -586,7 +588,14 @@ def _not_covered(
     if inactive:
         msg += f" ({inactive[0]})"
     note(f"coverage: {kind.value}{' on ' + str(obj) if obj else ''} is not covered")
-    return Decision(effect=Effect.DENY, reasons=(msg,), rule_ids=tuple(ids) or ("default:deny",))
+    conn, _ = cp.connection_policy(connection)
+    return Decision(
+        effect=Effect.DENY,
+        reasons=(msg,),
+        rule_ids=tuple(ids) or ("default:deny",),
+        approvable=True,
+        row_limit=conn.max_rows,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -698,10 +707,10 @@ class PolicyEvaluator:
             return hit
         self.misses += 1
         decision = evaluate(cp, principal, connection, a, session.client.host, now, _live=lv)
-        if mview is not None and decision.allowed:
-            decision = _masked_decision(
+        if mview is not None and (decision.allowed or decision.approvable):
+            masked = _masked_decision(
                 cp,
-                decision,
+                decision if decision.allowed else Decision.allow("approvable"),
                 mview,
                 a,
                 session,
@@ -711,6 +720,11 @@ class PolicyEvaluator:
                 catalog,
                 catalog_error,
             )
+            if decision.allowed or not masked.allowed:
+                decision = masked  # a masking refusal is final: no approval lifts it
+            else:
+                # what an approved request would run under: the user's masking still applies
+                decision = replace(decision, masking=masked.masking)
         decision = replace(decision, kind=a.kind.value, fingerprint=a.fingerprint_hash)
         if (
             mview is not None

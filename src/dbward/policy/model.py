@@ -108,6 +108,10 @@ class Decision:
     approval_request_id: str | None = None
     kind: str | None = None  # what the analysis found (for the audit trail)
     fingerprint: str | None = None  # the normalized fingerprint's hash
+    #: a refusal an approved SQL request can lift: the user's grants do not cover the
+    #: statement, or the policy requires approval (explicit deny rules and proxy settings
+    #: stay final). ``masking`` then holds the plan the statement would run under.
+    approvable: bool = False
 
     @property
     def allowed(self) -> bool:

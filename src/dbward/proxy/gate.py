@@ -8,12 +8,14 @@ If the journal cannot be written and ``audit.fail_closed`` is on, the statement 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from dbward.approvals.model import ApprovalUse
 from dbward.audit.events import (
     AuditEvent,
     MaskingApplied,
@@ -40,6 +42,24 @@ SCHEMA_CHANGING_KINDS = frozenset(
 
 class CatalogInvalidator(Protocol):
     def invalidate(self, target: Target, database: str | None = None) -> None: ...
+
+
+class ApprovalBroker(Protocol):
+    """Approved SQL requests, as the gate sees them (``approvals/service.py`` implements it).
+
+    Asked only about statements the policy refused as approvable or sent for approval, so
+    allowed statements never pay a store round trip."""
+
+    async def use_for(self, session: SessionInfo, statement: Statement, statement_id: str) -> ApprovalUse:
+        """Take one use of an approved request matching ``statement`` exactly, atomically
+        (and audit it as ``approval.step`` "used"); or say what the user should do."""
+        ...
+
+    async def completed(
+        self, session: SessionInfo, request_id: int, statement_id: str, outcome: StatementOutcome
+    ) -> None:
+        """Record the outcome of a statement run under an approved request."""
+        ...
 
 
 @dataclass(kw_only=True)
@@ -72,11 +92,17 @@ class Gate:
         *,
         fail_closed: bool = True,
         catalogs: CatalogInvalidator | None = None,
+        approvals: ApprovalBroker | None = None,
     ) -> None:
         self.policy = policy
         self.journal = journal
         self.fail_closed = fail_closed
         self.catalogs = catalogs
+        self.approvals = approvals
+        # Statement ids: a random prefix per gate (process) and a counter; unique across
+        # nodes and restarts like a uuid4, at a fraction of its cost on the hot path.
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._ids = itertools.count(1)
 
     async def _record(self, event: AuditEvent) -> None:
         try:
@@ -85,6 +111,11 @@ class Gate:
             if self.fail_closed:
                 raise
             log.warning("audit event %s lost: journal unavailable and audit.fail_closed is off", event.type)
+
+    def _record_soon(self, event: AuditEvent) -> None:
+        """Events nothing waits on (what a statement returned): written with the next decision
+        or at the end of this loop iteration; a failure there fails the next decision closed."""
+        self.journal.append_soon(event)
 
     async def open_session(self, session: SessionInfo, protocol: str, auth_method: str) -> Decision:
         """Decide whether the authenticated session may use the target; audit either way."""
@@ -159,7 +190,9 @@ class Gate:
                 "dbward fails closed",
                 "error:policy",
             )
-        ticket = Ticket(id=uuid.uuid4().hex, statement=statement, decision=decision)
+        ticket = Ticket(id=f"{self._id_prefix}{next(self._ids):016x}", statement=statement, decision=decision)
+        if refuse is None and decision.approvable and not decision.allowed and self.approvals is not None:
+            ticket.decision = decision = await self._approval(session, statement, decision, ticket.id)
         await self._record(
             StatementDecided(
                 **_base(session),
@@ -176,13 +209,54 @@ class Gate:
         )
         return ticket
 
+    async def _approval(
+        self, session: SessionInfo, statement: Statement, decision: Decision, statement_id: str
+    ) -> Decision:
+        """The decision with an approved request applied: allowed by it (the user's masking
+        plan and row limit still apply), or the refusal ending with what to do."""
+        assert self.approvals is not None
+        try:
+            use = await self.approvals.use_for(session, statement, statement_id)
+        except AuditUnavailable:
+            raise
+        except Exception:  # fail closed: the refusal stands, and says why
+            log.exception("approved requests could not be checked")
+            return replace(
+                decision,
+                reasons=(
+                    *decision.reasons,
+                    "dbward could not check for an approved request (the store did not answer); try again",
+                ),
+            )
+        if use.request_id is None:
+            return replace(decision, reasons=(*decision.reasons, use.hint) if use.hint else decision.reasons)
+        rid = use.request_id
+        if use.consumed:
+            left = f"; {use.uses_left} uses left" if use.uses_left else ""
+            urgent = " (urgent: its review is mandatory)" if use.urgent else ""
+            reason = f"allowed by approved request #{rid}{urgent}{left}"
+        else:
+            reason = (
+                f"allowed to prepare: approved request #{rid} covers this statement; each execution uses it"
+            )
+        return Decision(
+            effect=Effect.ALLOW,
+            reasons=(reason,),
+            rule_ids=(f"approval:{rid}",),
+            masking=decision.masking,
+            row_limit=decision.row_limit,
+            approval_request_id=str(rid) if use.consumed else None,
+            kind=decision.kind,
+            fingerprint=decision.fingerprint,
+        )
+
     async def masked(self, session: SessionInfo, ticket: Ticket, columns: list[dict[str, Any]]) -> None:
         """Record which output columns of a statement were masked, how and by which rules
         (one entry per column, see ``proxy.masking.ResultMasks.audit_columns``), and the
         inference flag when the plan carries one. Written before the statement's completion."""
         plan = ticket.decision.masking
         inference = list(plan.inference) if plan is not None else []
-        await self._record(
+        self._record_soon(
             MaskingApplied(
                 **_base(session),
                 statement_id=ticket.id,
@@ -199,7 +273,15 @@ class Gate:
         ):
             self.catalogs.invalidate(session.target, session.database)
         duration = outcome.duration_ms or (time.perf_counter() - ticket.started) * 1000
-        await self._record(
+        rid = ticket.decision.approval_request_id
+        if rid is not None and self.approvals is not None:
+            try:
+                await self.approvals.completed(session, int(rid), ticket.id, outcome)
+            except AuditUnavailable:
+                raise
+            except Exception:  # the statement has run; its outcome on the request is lost, say so
+                log.exception("the outcome of approved request %s could not be recorded", rid)
+        self._record_soon(
             StatementCompleted(
                 **_base(session),
                 statement_id=ticket.id,
@@ -226,4 +308,4 @@ class Gate:
         )
 
 
-__all__ = ["Gate", "Principal", "Ticket"]
+__all__ = ["ApprovalBroker", "Gate", "Principal", "Ticket"]

@@ -299,3 +299,88 @@ class UserIpRule(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     cidr: Mapped[str] = mapped_column(String(64))
     __table_args__ = (UniqueConstraint("user_id", "cidr"),)
+
+
+# ----------------------------------------------------------------------------- approvals (0005)
+class ApprovalLineRow(TimestampMixin, Base):
+    """An approval line (``approvals/model.py::ApprovalLine``): which requests it serves and
+    its one to four stages of approvers. ``match`` and ``stages`` hold the model's JSON."""
+
+    __tablename__ = "approval_lines"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    priority: Mapped[int] = mapped_column(Integer, default=100)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # {"connections": [globs], "request_types": [...], "statement_kinds": [...], "ledger": bool|null}
+    match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # [{"name", "mode": any|all, "approvers": ["user:alice", "group:dba"]}, ...]
+    stages: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    allow_urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class ApprovalRequestRow(TimestampMixin, Base):
+    """One access, SQL, unmask or export request and its state (``approvals/model.py``).
+
+    The line's stages are copied into ``line`` when the request is filed, so that editing a
+    line never changes a request in flight. The execution columns serve both the gate (uses)
+    and the scheduled executor (claim, attempt, outcome).
+    """
+
+    __tablename__ = "approval_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16), index=True)  # access | sql | unmask | export
+    state: Mapped[str] = mapped_column(String(24), index=True)
+    requester: Mapped[str] = mapped_column(String(128), index=True)
+    created_by: Mapped[str] = mapped_column(String(128))  # differs from requester when on behalf
+    external_ref: Mapped[str | None] = mapped_column(String(256), index=True)
+    connection: Mapped[str | None] = mapped_column(String(128), index=True)
+    database: Mapped[str | None] = mapped_column(String(255))
+    title: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+    # type-specific request: statement text and params, scope and privileges, columns, rows
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    digest: Mapped[str | None] = mapped_column(String(64), index=True)  # sql: approvals/digest.py
+    statement_kind: Mapped[str | None] = mapped_column(String(32))
+    line_name: Mapped[str | None] = mapped_column(String(128))
+    line: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # snapshot of the line
+    stage: Mapped[int] = mapped_column(Integer, default=1)  # 1-based current stage
+    urgent: Mapped[bool] = mapped_column(Boolean, default=False)
+    review: Mapped[str | None] = mapped_column(String(16))  # urgent: pending | done
+    uses_allowed: Mapped[int] = mapped_column(Integer, default=1)
+    uses_left: Mapped[int] = mapped_column(Integer, default=1)
+    valid_from: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    effect_ref: Mapped[str | None] = mapped_column(String(128))  # e.g. the grant created
+    version: Mapped[int] = mapped_column(Integer, default=1)  # optimistic concurrency
+    # scheduled execution by dbward (the executor claims a row, runs it, records the outcome)
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    execution_state: Mapped[str | None] = mapped_column(String(16))  # claimed | running | done | failed
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    statement_id: Mapped[str | None] = mapped_column(String(64))  # the gate's audit statement id
+    outcome: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # rows affected, error
+    executed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class ApprovalActionRow(Base):
+    """One step taken on a request by a person (or an external system): approve, reject,
+    cancel, review, comment. The workflow reads these to know who approved which stage."""
+
+    __tablename__ = "approval_actions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[int] = mapped_column(
+        ForeignKey("approval_requests.id", ondelete="CASCADE"), index=True
+    )
+    stage: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    via: Mapped[str | None] = mapped_column(String(32))  # api | console | callback | system
+    # the stage's approvers this approval counts for ("user:bob", "group:dba")
+    satisfies: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
