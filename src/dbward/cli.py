@@ -483,6 +483,7 @@ async def serve_node(
             )
         node.start_audit_forwarding()  # the store copy feeds the console's audit view and the API
         node.start_approvals()  # notifications and the expiry of due approval requests
+        node.start_cluster()  # live sessions shared with the other nodes, kills from them
         if not settings.api.port:
             console.print("web console and API: off (api.port is 0)")
         else:

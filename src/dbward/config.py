@@ -76,6 +76,12 @@ class ApiSettings(_Strict):
     editor_max_rows: int = Field(default=5000, ge=1, le=1_000_000)
     export_max_rows: int = Field(default=10000, ge=1, le=10_000_000)
     editor_statement_timeout_seconds: float = Field(default=300, gt=0)
+    # Failed API token authentication: token_failures failures from one client address within
+    # token_failure_window_seconds refuse every API token from that address (429) for the rest
+    # of the window. Kept per node in memory for at most token_failure_max_clients addresses.
+    token_failures: int = Field(default=20, ge=1, le=100_000)
+    token_failure_window_seconds: float = Field(default=60, gt=0, le=24 * 3600)
+    token_failure_max_clients: int = Field(default=10_000, ge=10, le=10_000_000)
 
     @field_validator("allowed_ips", "admin_allowed_ips", "trusted_proxies")
     @classmethod

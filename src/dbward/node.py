@@ -24,6 +24,7 @@ from dbward.identity.ephemeral import EphemeralTokens
 from dbward.policy.decider import PolicyDecider
 from dbward.policy.evaluator import PolicyEvaluator
 from dbward.proxy.catalog import TargetCatalogs
+from dbward.proxy.cluster import ClusterSessions
 from dbward.proxy.engine import ENGINES, EngineDeps, SessionRegistry
 from dbward.proxy.gate import Gate
 from dbward.proxy.server import Listener, ProxyServer
@@ -66,6 +67,8 @@ class Node:
     deps: EngineDeps = field(init=False)
     proxy: ProxyServer = field(init=False)
     dispatcher: Dispatcher | None = field(init=False, default=None)
+    #: this node's share of the cluster-wide session list (started by ``start_cluster``)
+    cluster: ClusterSessions = field(init=False)
     #: approval requests: the gate's broker, the API's service (approvals/service.py)
     approvals: ApprovalService = field(init=False)
     notifier: ManagedNotifier = field(init=False)
@@ -103,6 +106,9 @@ class Node:
             masking_key=self.store.box.derive_key("masking-token"),
         )
         self.proxy = ProxyServer(self.deps)
+        self.cluster = ClusterSessions(
+            store=self.store, sessions=self.sessions, journal=self.journal, node=self.name
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Node:
@@ -187,8 +193,13 @@ class Node:
                 opened.append(await self.proxy.add_listener(protocol, p.listen_host, port, None))
         return opened
 
+    def start_cluster(self) -> None:
+        """Share this node's live sessions through the store and run kills asked of it."""
+        self.cluster.start()
+
     async def stop(self, drain_timeout: float = 10.0) -> None:
         await self.proxy.drain(drain_timeout)
+        await self.cluster.stop()
         if self._expiry_task is not None:
             self._expiry_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,6 +21,7 @@ from dbward import __version__ as VERSION
 from dbward.api.context import ApiContext
 from dbward.api.errors import install_error_handlers
 from dbward.api.routers import approvals, me, objects, ops, tokens
+from dbward.identity.throttle import FailureThrottle
 
 if TYPE_CHECKING:
     from dbward.node import Node
@@ -88,6 +89,7 @@ def context_from_node(node: Node) -> ApiContext:
         ephemeral=node.ephemeral,
         node_name=node.name,
         node=node,
+        cluster=node.cluster,
     )
 
 
@@ -120,7 +122,13 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app_from(ctx: ApiContext, *, console: bool = True) -> FastAPI:
-    ctx.trusted = [ipaddress.ip_network(n, strict=False) for n in ctx.settings.api.trusted_proxies]
+    a = ctx.settings.api
+    ctx.trusted = [ipaddress.ip_network(n, strict=False) for n in a.trusted_proxies]
+    ctx.token_throttle = FailureThrottle(
+        limit=a.token_failures,
+        window_seconds=a.token_failure_window_seconds,
+        max_clients=a.token_failure_max_clients,
+    )
     app = FastAPI(
         title="dbward API",
         version=VERSION,

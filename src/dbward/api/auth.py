@@ -5,13 +5,14 @@ Counterpart of ``web/security.py`` (console sessions). Both end in an :class:`Ac
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi import Depends, Request
 
-from dbward.api.context import Actor, client_ip, get_ctx
-from dbward.api.errors import Forbidden, NotSignedIn
+from dbward.api.context import Actor, ApiContext, client_ip, get_ctx
+from dbward.api.errors import Forbidden, NotSignedIn, RateLimited
 from dbward.api.service import record
 from dbward.audit.events import SigninFailed
 from dbward.errors import AuthenticationError
@@ -20,6 +21,15 @@ from dbward.identity.ipaccess import allowed
 from dbward.store import repo
 
 TOUCH_EVERY = timedelta(minutes=1)
+
+
+def _throttled_message(ctx: ApiContext, ip: str) -> str:
+    a = ctx.settings.api
+    return (
+        f"{ip} sent {a.token_failures} invalid API tokens within {a.token_failure_window_seconds:g} seconds, "
+        f"so API tokens from it are refused until that window ends (api.token_failures, "
+        f"api.token_failure_window_seconds)"
+    )
 
 
 def _aware(d: datetime | None) -> datetime | None:
@@ -37,6 +47,13 @@ async def api_actor(request: Request) -> Actor:
         )
     ip = client_ip(request)
     now = datetime.now(UTC)
+    throttle = ctx.token_throttle
+    clock = time.monotonic()
+    if throttle is not None:
+        wait = throttle.retry_after(ip, clock)
+        if wait is not None:
+            # refused without looking at the token: guessing must cost the whole window
+            raise RateLimited(_throttled_message(ctx, ip), wait)
     async with ctx.store.transaction() as s:
         found = await repo.api_token_by_hash(s, hash_token(token.strip()))
         reason = None
@@ -65,13 +82,17 @@ async def api_actor(request: Request) -> Actor:
             if reason is None and (last is None or now - last > TOUCH_EVERY):
                 tok.last_used_at = now
     if reason is not None or found is None:
+        reason = reason or "unknown API token"
+        starts_refusing = throttle is not None and throttle.failed(ip, clock)
+        if starts_refusing:
+            reason += f"; {_throttled_message(ctx, ip)}"
         await record(
             ctx,
             None,
             SigninFailed(
                 surface="api",
                 method="api_token",
-                reason=reason or "unknown API token",
+                reason=reason,
                 client_addr=ip,
                 user=found[1].username if found else None,
             ),

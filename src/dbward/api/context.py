@@ -16,6 +16,8 @@ from dbward.audit.journal import AuditJournal
 from dbward.config import Settings
 from dbward.identity.apitokens import scope_allows
 from dbward.identity.ephemeral import EphemeralTokens
+from dbward.identity.throttle import FailureThrottle
+from dbward.proxy.cluster import ClusterSessions
 from dbward.proxy.engine import SessionRegistry
 from dbward.store.db import Store
 
@@ -33,6 +35,10 @@ class ApiContext:
     #: the node itself, for the SQL editor's loopback listeners (None: no editor)
     node: object | None = None
     trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    #: the cluster-wide session list (None: this node's sessions only)
+    cluster: ClusterSessions | None = None
+    #: failed API token authentications per client address (set up by ``create_app_from``)
+    token_throttle: FailureThrottle | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,6 +39,17 @@ class TooManyAttempts(DbwardError):
     code = "locked_out"
 
 
+class RateLimited(DbwardError):
+    """Too many failed attempts from this client address; answered with ``Retry-After``."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
 def error_body(code: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "message": message}}
 
@@ -90,8 +101,9 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, DbwardError)
         if exc.http_status >= 500:
             log.error("request %s %s failed: %s", request.method, request.url.path, exc.code)
+        headers = {"retry-after": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return _html(request, exc.http_status, exc.message) or JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.http_status
+            error_body(exc.code, exc.message), status_code=exc.http_status, headers=headers
         )
 
     async def invalid(request: Request, exc: Exception) -> JSONResponse:

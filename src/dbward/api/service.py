@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,7 @@ from dbward.declarative.sections import SECTIONS, Context, Section
 from dbward.errors import ConflictError, NotFoundError, ValidationError
 from dbward.identity.passwords import check_password
 from dbward.store import repo
+from dbward.store.models import User
 
 
 def _aware(d: datetime | None) -> datetime | None:
@@ -161,6 +163,14 @@ async def _update(
         except Exception as exc:  # pydantic's ValidationError: say which field
             raise ValidationError(_pydantic_message(exc)) from None
         await _check_references(s, ctx, key, new)
+        if key == "users":
+            await guard_admins(
+                s,
+                actor,
+                name,
+                admin=bool(getattr(new, "admin", False)),
+                active=not getattr(new, "disabled", False),
+            )
         await sec.update(Context(session=s, box=ctx.store.box), new, secret)
         after = view(await find(s, ctx, key, name))
         await record_change(ctx, actor, sec.kind, name, "update", before, _with_secret_note(after, secret))
@@ -171,8 +181,37 @@ async def delete(ctx: ApiContext, actor: Actor, key: str, name: str) -> None:
     sec = section(key)
     async with ctx.store.transaction() as s:
         before = view(await find(s, ctx, key, name))
+        if key == "users":
+            await guard_admins(s, actor, name, admin=False, active=False, deleting=True)
         await sec.delete(Context(session=s, box=ctx.store.box), name)
         await record_change(ctx, actor, sec.kind, name, "delete", before, None)
+
+
+async def guard_admins(
+    s: AsyncSession, actor: Actor, username: str, *, admin: bool, active: bool, deleting: bool = False
+) -> None:
+    """Refuse a change that would lock administrators out (409): nobody removes their own
+    administrator rights, disables or deletes their own account, or takes away the rights of
+    the last active administrator, whatever surface the change comes from."""
+    if admin and active:
+        return
+    what = "delete" if deleting else ("disable" if not active else "remove the administrator rights of")
+    if username == actor.username:
+        raise ConflictError(
+            f"You cannot {what} your own account ({username}): that would lock you out of administration. "
+            "Another administrator must make this change."
+        )
+    user = await repo.get_user(s, username)
+    if user is None or not user.is_admin or user.disabled:
+        return  # not an active administrator now: nothing to protect
+    # FOR UPDATE (PostgreSQL): two administrators demoting each other at once must not both pass
+    admins = select(User).where(User.is_admin.is_(True), User.disabled.is_(False)).with_for_update()
+    others = [u for u in (await s.execute(admins)).scalars() if u.username != username]
+    if not others:
+        raise ConflictError(
+            f"You cannot {what} {username}: they are the last active administrator, and nobody could "
+            "administer dbward afterwards. Make another user an administrator first."
+        )
 
 
 def _with_secret_note(after: dict[str, Any], secret: str | None) -> dict[str, Any]:

@@ -123,16 +123,24 @@ class LiveSession:
 
 
 class SessionRegistry:
-    """Live proxy sessions of this node, for listing and killing."""
+    """Live proxy sessions of this node, for listing and killing.
+
+    ``version`` changes whenever a session comes or goes, so that ``proxy/cluster.py`` can
+    tell cheaply whether the snapshot it shares with the other nodes is out of date; the
+    sessions themselves never write to the store.
+    """
 
     def __init__(self) -> None:
         self._live: dict[str, LiveSession] = {}
+        self.version = 0
 
     def add(self, live: LiveSession) -> None:
         self._live[live.info.id] = live
+        self.version += 1
 
     def remove(self, session_id: str) -> None:
-        self._live.pop(session_id, None)
+        if self._live.pop(session_id, None) is not None:
+            self.version += 1
 
     def list(self) -> list[LiveSession]:
         return list(self._live.values())

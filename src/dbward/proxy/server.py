@@ -12,7 +12,8 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
 
 from dbward.domain import ClientAddress, Target
 from dbward.proxy.engine import ENGINES, ClientConnection, Engine, EngineDeps
@@ -38,10 +39,49 @@ class Listener:
         return int(self.sock.getsockname()[1])
 
 
+class LocalDialers:
+    """Client sockets this process opened to its own listeners (the console's SQL editor).
+
+    The editor binds its socket to a loopback address first, registers that exact local
+    address here, then connects and sends a PROXY v2 header with the browser's address. The
+    listener requires and believes that header only from a peer address registered here, once:
+    the kernel lets no other socket, in this process or another, hold that local address while
+    ours is bound (no SO_REUSEADDR), so no outside program can borrow the trust, and
+    ``proxy.trusted_proxies`` stays as narrow as the administrator set it.
+    """
+
+    #: a registration the listener has not seen within this time is void (its socket failed)
+    TTL = 30.0
+
+    def __init__(self) -> None:
+        # local (host, port) -> (listener port, when registered)
+        self._expected: dict[tuple[str, int], tuple[int, float]] = {}
+
+    def expect(self, local: tuple[str, int], listener_port: int) -> None:
+        now = time.monotonic()
+        for key in [k for k, (_, at) in self._expected.items() if now - at > self.TTL]:
+            del self._expected[key]
+        self._expected[local] = (listener_port, now)
+
+    def forget(self, local: tuple[str, int]) -> None:
+        self._expected.pop(local, None)
+
+    def claim(self, peer: tuple[str, int], listener_port: int) -> bool:
+        found = self._expected.get(peer)
+        if found is None or found[0] != listener_port:
+            return False
+        del self._expected[peer]
+        return time.monotonic() - found[1] <= self.TTL
+
+    def __len__(self) -> int:
+        return len(self._expected)
+
+
 @dataclass
 class ProxyServer:
     deps: EngineDeps
     listeners: list[Listener] = field(default_factory=list)
+    local_dialers: LocalDialers = field(default_factory=LocalDialers)
     _conn_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _engines: dict[str, Engine] = field(default_factory=dict)
 
@@ -123,7 +163,14 @@ class ProxyServer:
         client = ClientAddress(host=host, port=port)
         initial = b""
         try:
-            if self._is_trusted(host):
+            if self.local_dialers.claim((host, port), lst.bound_port):
+                client, initial = await asyncio.wait_for(
+                    self._read_proxy_header(conn, host, port), PROXY_HEADER_TIMEOUT
+                )
+                if client.source != "proxy-v2":
+                    raise proxy_protocol.ProxyHeaderError("the SQL editor must send a PROXY v2 address")
+                client = replace(client, source="web")
+            elif self._is_trusted(host):
                 client, initial = await asyncio.wait_for(
                     self._read_proxy_header(conn, host, port), PROXY_HEADER_TIMEOUT
                 )

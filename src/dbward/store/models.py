@@ -384,3 +384,29 @@ class ApprovalActionRow(Base):
     # the stage's approvers this approval counts for ("user:bob", "group:dba")
     satisfies: Mapped[list[Any]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NodeSessionsRow(Base):
+    """One node's live proxy sessions as it last wrote them (``proxy/cluster.py``), with its
+    heartbeat: the session list of every node reads the rows whose heartbeat is fresh."""
+
+    __tablename__ = "node_sessions"
+    node: Mapped[str] = mapped_column(String(128), primary_key=True)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sessions: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class SessionKillRequestRow(Base):
+    """An administrator's kill of a session that lives on another node; that node polls for its
+    requests, ends the session, audits it and marks the request done."""
+
+    __tablename__ = "session_kill_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node: Mapped[str] = mapped_column(String(128), index=True)
+    session_id: Mapped[str] = mapped_column(String(64))
+    requested_by: Mapped[str] = mapped_column(String(128))
+    requested_from: Mapped[str | None] = mapped_column(String(64))
+    surface: Mapped[str] = mapped_column(String(16), default="api")
+    requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    outcome: Mapped[str | None] = mapped_column(String(16))  # killed | gone

@@ -11,13 +11,15 @@ from __future__ import annotations
 import csv
 import io
 import secrets
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
 from starlette.datastructures import FormData
 
 from dbward.api import mine, service
@@ -32,11 +34,11 @@ from dbward.audit.events import AuditExported
 from dbward.audit.store import AuditQuery, search
 from dbward.declarative.schema import UserItem
 from dbward.declarative.sections import SECTIONS
-from dbward.errors import DbwardError, ValidationError
+from dbward.errors import ConflictError, DbwardError, ValidationError
 from dbward.identity import totp
 from dbward.store import repo
 from dbward.web.dashboard import figures
-from dbward.web.editor import PAGE_SIZE, EditorManager, Result, StatementFailed
+from dbward.web.editor import PAGE_SIZE, EditorManager, Result, StatementFailed, browser_address
 from dbward.web.security import COOKIE, PRE_COOKIE, Redirect, Signed, SignIn, signin_of
 
 STAGE_PAGES = {"totp": "/login/totp", "enroll": "/login/enroll", "password": "/account/password"}
@@ -55,6 +57,14 @@ def _form_str(form: FormData, key: str, default: str = "") -> str:
 
 def _lines(text: str) -> list[str]:
     return [x.strip() for x in text.replace(",", "\n").splitlines() if x.strip()]
+
+
+def _browser(request: Request, signed: Signed) -> tuple[str, int]:
+    """The browser's address as the console sees it (``api.trusted_proxies`` respected), for the
+    PROXY header of the editor's proxy session."""
+    peer = request.client
+    port = peer.port if peer is not None and peer.host == signed.ip else 0
+    return browser_address(signed.ip, port)
 
 
 def _masking_patterns() -> list[str]:
@@ -170,13 +180,15 @@ def console_router() -> APIRouter:
     ) -> HTMLResponse:
         si = signin_of(request)
         secret = await si.pending_secret(signed) or await si.start_enrollment(signed)
+        uri = totp.provisioning_uri(secret, signed.user.username)
         return render(
             request,
             "enroll.html",
             signed,
             status=status,
             secret=secret,
-            uri=totp.provisioning_uri(secret, signed.user.username),
+            uri=uri,
+            qr=Markup(totp.provisioning_qr_svg(uri)),  # generated here from the URI, not user text
             error=template_error,
         )
 
@@ -319,6 +331,7 @@ def console_router() -> APIRouter:
                 _form_str(form, "database") or None,
                 str(form.get("sql", "")),
                 gone=request.is_disconnected,
+                client=_browser(request, signed),
             )
         except DbwardError as exc:
             return render(
@@ -342,8 +355,11 @@ def console_router() -> APIRouter:
     async def editor_page_of(request: Request, rid: str, page: int = 0) -> HTMLResponse:
         signed = await signed_in(request)
         editor: EditorManager = request.app.state.editor
-        res = editor.result(signed.session.id, rid)
-        return _result_html(request, signed, res, max(0, min(page, res.pages - 1)))
+        try:
+            res, shown = await editor.page(signed.session.id, rid, page)
+        except StatementFailed as exc:
+            return render(request, "_error.html", signed, message=exc.message, code=exc.state)
+        return _result_html(request, signed, res, shown)
 
     @router.get("/editor/export/{rid}")
     async def editor_export(request: Request, rid: str) -> Response:
@@ -354,24 +370,54 @@ def console_router() -> APIRouter:
         async with ctx.store.session() as s:
             c = await repo.require_connection(s, res.connection)
         limit = int((c.options or {}).get("export_max_rows") or ctx.settings.api.export_max_rows)
-        rows = res.rows[:limit]
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(res.columns)
-        w.writerows(["" if v is None else v for v in r] for r in rows)
+        from dbward.api.routers.approvals import approvals_of  # an approved export request raises it
+
+        limit = max(
+            limit, await approvals_of(ctx).export_limit_for(signed.actor.username, res.connection) or 0
+        )
+        if res.conn is not None and res.conn.lock.locked():
+            return back(
+                "/editor", error="A statement is still running on this connection; cancel it or wait."
+            )
+        streamed = not res.complete
+        # audited before a byte leaves (fail closed); a result still being read from its cursor
+        # is recorded with the limit as the most rows the file can hold
         await service.record(
             ctx,
             signed.actor,
             AuditExported(
                 what="result",
                 format="csv",
-                rows=len(rows),
+                rows=limit if streamed else min(limit, len(res.rows)),
                 connection=res.connection,
-                filters={"sql": res.sql, "limit": limit, "cut": len(res.rows) > limit or res.truncated},
+                filters={
+                    "sql": res.sql,
+                    "limit": limit,
+                    "streamed": streamed,
+                    "cut": res.truncated or (res.complete and len(res.rows) > limit),
+                },
             ),
         )
-        return Response(
-            buf.getvalue(),
+        rows = editor.export(signed.session.id, rid, limit)
+
+        async def body() -> AsyncIterator[str]:
+            # streamed: rows are read on from the statement's cursor while the file goes out
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(res.columns)
+            try:
+                async for r in rows:
+                    w.writerow(["" if v is None else v for v in r])
+                    if buf.tell() >= 64 * 1024:
+                        yield buf.getvalue()
+                        buf.seek(0)
+                        buf.truncate()
+            finally:
+                await rows.aclose()
+            yield buf.getvalue()
+
+        return StreamingResponse(
+            body(),
             media_type="text/csv",
             headers={"content-disposition": f'attachment; filename="{res.connection}-result.csv"'},
         )
@@ -381,7 +427,13 @@ def console_router() -> APIRouter:
         signed = await signed_in(request)
         editor: EditorManager = request.app.state.editor
         try:
-            tree = await editor.schema(signed.session.id, signed.user.username, connection, database or None)
+            tree = await editor.schema(
+                signed.session.id,
+                signed.user.username,
+                connection,
+                database or None,
+                client=_browser(request, signed),
+            )
         except DbwardError as exc:
             return render(request, "_error.html", signed, message=exc.message, code="")
         return render(request, "_schema.html", signed, tree=tree)
@@ -396,9 +448,9 @@ def console_router() -> APIRouter:
         )
 
     # ------------------------------------------------------------------ users and groups
-    @router.get("/admin/users")
-    async def users_page(request: Request) -> HTMLResponse:
-        signed = await signed_in(request, admin=True)
+    async def _users_view(
+        request: Request, signed: Signed, status: int = 200, error: str | None = None
+    ) -> HTMLResponse:
         ctx = get_ctx(request)
         async with ctx.store.session() as s:
             users = [
@@ -406,7 +458,15 @@ def console_router() -> APIRouter:
                 for name, u in (await service.current(s, ctx, "users")).items()
             ]
             groups = [service.view(g) for g in (await service.current(s, ctx, "groups")).values()]
-        return render(request, "admin/users.html", signed, users=users, groups=groups, temp=None)
+        extra: dict[str, Any] = {"error": error} if error else {}
+        return render(
+            request, "admin/users.html", signed, status=status, users=users, groups=groups, temp=None, **extra
+        )
+
+    @router.get("/admin/users")
+    async def users_page(request: Request) -> HTMLResponse:
+        signed = await signed_in(request, admin=True)
+        return await _users_view(request, signed)
 
     @router.post("/admin/users")
     async def user_create(request: Request) -> Response:
@@ -444,8 +504,6 @@ def console_router() -> APIRouter:
         ctx = get_ctx(request)
         try:
             if action in ("disable", "enable"):
-                if username == signed.user.username and action == "disable":
-                    raise ValidationError("You cannot disable your own account.")
                 await service.update(ctx, signed.actor, "users", username, {"disabled": action == "disable"})
                 if action == "disable":
                     async with ctx.store.transaction() as s:
@@ -464,12 +522,16 @@ def console_router() -> APIRouter:
                 await service.set_allowed_ips(
                     ctx, signed.actor, username, _lines(_form_str(form, "allowed_ips"))
                 )
+            elif action in ("make-admin", "revoke-admin"):
+                await service.update(ctx, signed.actor, "users", username, {"admin": action == "make-admin"})
             elif action == "delete":
-                if username == signed.user.username:
-                    raise ValidationError("You cannot delete your own account.")
                 await service.delete(ctx, signed.actor, "users", username)
             else:
                 raise ValidationError(f"unknown action {action}")
+        except ConflictError as exc:
+            # the administrator lock-out guard (api/service.py guard_admins) and other conflicts:
+            # answered in place with 409, so the refusal is visible and machine-checkable
+            return await _users_view(request, signed, status=exc.http_status, error=exc.message)
         except DbwardError as exc:
             return back("/admin/users", error=exc.message)
         return back("/admin/users", ok=f"User {username}: {action} done.")
@@ -688,16 +750,21 @@ def console_router() -> APIRouter:
     @router.get("/admin/sessions")
     async def sessions_page(request: Request) -> HTMLResponse:
         signed = await signed_in(request, admin=True)
-        return render(request, "admin/sessions.html", signed, sessions=live_sessions(get_ctx(request)))
+        return render(request, "admin/sessions.html", signed, sessions=await live_sessions(get_ctx(request)))
 
     @router.post("/admin/sessions/{sid}/kill")
     async def session_kill(request: Request, sid: str) -> Response:
         signed = await signed_in(request, admin=True)
         await posted(request, signed)
         try:
-            await kill_session(get_ctx(request), signed.actor, sid)
+            done = await kill_session(get_ctx(request), signed.actor, sid)
         except DbwardError as exc:
             return back("/admin/sessions", error=exc.message)
+        if not done:
+            return back(
+                "/admin/sessions",
+                ok="The node that holds the session was asked to end it; it has not confirmed yet.",
+            )
         return back("/admin/sessions", ok="The session was ended.")
 
     # ------------------------------------------------------------------ audit

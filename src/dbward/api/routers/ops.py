@@ -16,45 +16,58 @@ from dbward.api.schemas import AuditRecordOut, LiveSessionOut, Page, decode_curs
 from dbward.audit.events import AuditExported
 from dbward.audit.store import AuditQuery, iter_lines, search, to_csv_rows
 from dbward.errors import NotFoundError, ValidationError
+from dbward.proxy.cluster import session_view
 
 router = APIRouter()
 
 EXPORT_MAX = 100_000
 
 
-def live_sessions(ctx: ApiContext) -> list[dict[str, Any]]:
+async def live_sessions(ctx: ApiContext) -> list[dict[str, Any]]:
+    """Live sessions of every node sharing the store (``proxy/cluster.py``), or of this node."""
+    if ctx.cluster is not None:
+        return await ctx.cluster.list_all()
     now = time.monotonic()
-    out = []
-    for live in ctx.sessions.list():
-        info = live.info
-        out.append(
-            {
-                "id": info.id,
-                "node": ctx.node_name,
-                "user": info.principal.username,
-                "connection": info.target.name,
-                "database": info.database,
-                "protocol": live.protocol,
-                "client_addr": f"{info.client.host}:{info.client.port}",
-                "client_program": info.client_program,
-                "started_at": info.started_at,
-                "statements": live.statements,
-                "busy": live.busy,
-                "idle_seconds": round(now - live.last_activity, 1),
-            }
-        )
-    return sorted(out, key=lambda d: d["started_at"])
+    return sorted((session_view(live, ctx.node_name, now) for live in ctx.sessions.list()), key=_started)
 
 
-async def kill_session(ctx: ApiContext, actor: Actor, session_id: str) -> None:
+def _started(d: dict[str, Any]) -> Any:
+    return d["started_at"]
+
+
+#: how long a kill of another node's session is waited for before answering 202
+REMOTE_KILL_WAIT = 5.0
+
+
+async def kill_session(ctx: ApiContext, actor: Actor, session_id: str) -> bool:
+    """End a session on whichever node holds it; False when another node has not done it yet."""
     live = ctx.sessions.get(session_id)
-    if live is None:
-        raise NotFoundError(f"no live session {session_id} on node {ctx.node_name}")
-    before = {"user": live.info.principal.username, "connection": live.info.target.name, "live": True}
-    await service.record_change(
-        ctx, actor, "session", session_id, "delete", before, {**before, "live": False}
+    if live is not None:
+        before = {"user": live.info.principal.username, "connection": live.info.target.name, "live": True}
+        await service.record_change(
+            ctx, actor, "session", session_id, "delete", before, {**before, "live": False}
+        )
+        await ctx.sessions.kill(session_id, f"killed by administrator {actor.username}")
+        return True
+    found = await ctx.cluster.holder(session_id) if ctx.cluster is not None else None
+    if ctx.cluster is None or found is None:
+        others = " or any other node with a fresh heartbeat" if ctx.cluster is not None else ""
+        raise NotFoundError(f"there is no live session {session_id} on node {ctx.node_name}{others}")
+    instance, view = found
+    # the node that holds the session ends it and records the change in its own journal
+    request_id = await ctx.cluster.request_kill(
+        instance,
+        session_id,
+        requested_by=actor.username,
+        requested_from=actor.client_ip,
+        surface=actor.surface,
     )
-    await ctx.sessions.kill(session_id, f"killed by administrator {actor.username}")
+    outcome = await ctx.cluster.wait_done(request_id, REMOTE_KILL_WAIT)
+    if outcome == "gone":
+        raise NotFoundError(
+            f"session {session_id} on node {view.get('node')} ended before it could be killed"
+        )
+    return outcome == "killed"
 
 
 @router.get("/sessions", response_model=list[LiveSessionOut], tags=["sessions"])
@@ -63,22 +76,37 @@ async def list_sessions(
     _: Actor = Depends(need("sessions")),
     user: str | None = None,
     connection: str | None = None,
+    node: str | None = Query(default=None, description="only the sessions of this node"),
 ) -> list[dict[str, Any]]:
-    """Live proxy sessions on this node (each node of a cluster answers for its own)."""
+    """Live proxy sessions of every node sharing the store (a node's list is at most a few
+    seconds old; this node's own is current), each labelled with its node."""
     return [
         d
-        for d in live_sessions(ctx)
-        if (user is None or d["user"] == user) and (connection is None or d["connection"] == connection)
+        for d in await live_sessions(ctx)
+        if (node is None or d["node"] == node)
+        and (user is None or d["user"] == user)
+        and (connection is None or d["connection"] == connection)
     ]
 
 
-@router.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=204,
+    tags=["sessions"],
+    responses={
+        202: {
+            "description": "The node holding the session has been asked to end it and "
+            "has not confirmed yet (it polls every second)."
+        }
+    },
+)
 async def kill(
     session_id: str, ctx: ApiContext = Depends(get_ctx), actor: Actor = Depends(need("sessions", write=True))
 ) -> Response:
-    """End a live session; its running statement is cancelled on the target."""
-    await kill_session(ctx, actor, session_id)
-    return Response(status_code=204)
+    """End a live session on whichever node holds it; its running statement is cancelled on the
+    target. The node that ends it records the change in its audit journal."""
+    done = await kill_session(ctx, actor, session_id)
+    return Response(status_code=204 if done else 202)
 
 
 def audit_query(
