@@ -111,6 +111,8 @@ connections:
     password: env:DBWARD_BENCH_UPSTREAM
     tls_mode: disable
     listen_port: {pg_port}
+    policy:
+      approval_required: [DROP, TRUNCATE, UPDATE WITHOUT WHERE, DELETE WITHOUT WHERE]
   - name: bench-maria
     engine: mysql
     host: 127.0.0.1
@@ -120,6 +122,8 @@ connections:
     password: env:DBWARD_BENCH_UPSTREAM
     tls_mode: disable
     listen_port: {my_port}
+    policy:
+      approval_required: [DROP, TRUNCATE, UPDATE WITHOUT WHERE, DELETE WITHOUT WHERE]
 grants:
   - name: bench-pg-rw
     subject: user:{user}
@@ -129,6 +133,24 @@ grants:
     subject: user:{user}
     connection: bench-maria
     privileges: [read, write]
+# A few query rules as a real deployment has them; regex rules read every statement's text.
+rules:
+  - id: no-drop-database
+    priority: 10
+    match: regex
+    pattern: 'drop\\s+(database|schema)'
+    action: deny
+    message: databases and schemas are dropped by the DBA team only
+  - id: no-sleep
+    priority: 20
+    match: regex
+    pattern: '(pg_sleep|sleep)\\s*\\('
+    action: deny
+  - id: truncate-needs-approval
+    priority: 30
+    match: regex
+    pattern: '^\\s*truncate\\b'
+    action: require_approval
 """
 
 

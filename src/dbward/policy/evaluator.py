@@ -749,8 +749,9 @@ class PolicyEvaluator:
         # (connection), what (the analysis signature: kinds, qualified objects, flags and
         # fingerprint; it already reflects database and search_path), the outcome of every
         # grant condition right now (time windows, validity, client IP: a window closing or
-        # another client address gives another key, never a stale hit), and the text itself
-        # only when an exact or regex rule could look at it.
+        # another client address gives another key, never a stale hit), and, when exact or
+        # regex rules could look at the text, which of them match it (the text reaches the
+        # decision only through them, so statements differing in literals still share it).
         text_rules = cp.has_text_rules(p, connection)
         return (
             cp.version,
@@ -759,7 +760,13 @@ class PolicyEvaluator:
             p.roles,
             connection,
             a.signature,
-            a.sql if text_rules else None,
+            tuple(
+                r.rule.id
+                for r in cp.rules_for(p, connection)
+                if r.rule.match is not MatchType.FINGERPRINT and _rule_matches(r, a)
+            )
+            if text_rules
+            else None,
             lv.outcomes,
         )
 

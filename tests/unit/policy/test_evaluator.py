@@ -682,6 +682,12 @@ async def test_cache_keeps_text_rules_exact() -> None:
     s = session(BOB)
     assert (await ev.decide_statement(s, Statement(sql="SELECT * FROM orders WHERE id = 1"))).allowed
     assert not (await ev.decide_statement(s, Statement(sql="SELECT * FROM orders WHERE id = 42"))).allowed
+    # statements the regex does not match share one decision whatever their literals
+    misses = ev.misses
+    for n in (2, 3, 4):
+        assert (await ev.decide_statement(s, Statement(sql=f"SELECT * FROM orders WHERE id = {n}"))).allowed
+    assert ev.misses == misses
+    assert not (await ev.decide_statement(s, Statement(sql="SELECT * FROM orders WHERE id = 42"))).allowed
 
 
 async def test_cache_cannot_be_poisoned_by_a_hidden_reading() -> None:
