@@ -62,3 +62,38 @@ def test_garbage_never_raises_anything_else(data: bytes) -> None:
     except pp.ProxyHeaderError:
         pass
     pp.needed(data)
+
+
+def test_a_second_process_cannot_share_a_listening_port() -> None:
+    """SO_REUSEPORT would let an unrelated dbward bind the same port and silently take half
+    the clients; the port claim makes the second one fail with a sentence saying why."""
+    import subprocess
+    import sys
+
+    from dbward.proxy.server import bind_listening_socket
+
+    sock, claim = bind_listening_socket("127.0.0.1", 0, "connection pg")
+    port = sock.getsockname()[1]
+    try:
+        code = (
+            "from dbward.proxy.server import bind_listening_socket\n"
+            f"bind_listening_socket('127.0.0.1', {port}, 'connection pg')\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode != 0
+        assert "another dbward process already listens there" in out.stderr
+    finally:
+        sock.close()
+        if claim is not None:
+            claim.close()
+    # once the first one is gone, the port is free again
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from dbward.proxy.server import bind_listening_socket\nbind_listening_socket('127.0.0.1', {port}, 'x')",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr

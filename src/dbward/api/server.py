@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from dbward.api.app import create_app
+from dbward.proxy.server import bind_listening_socket
 
 if TYPE_CHECKING:
     from dbward.node import Node
@@ -35,6 +36,7 @@ class ApiServer:
         self.server: _Server | None = None
         self.task: asyncio.Task[None] | None = None
         self.sock: socket.socket | None = None
+        self.claim: socket.socket | None = None
 
     @property
     def port(self) -> int:
@@ -42,20 +44,8 @@ class ApiServer:
         return int(self.sock.getsockname()[1])
 
     async def start(self, host: str, port: int) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            # As the proxy listeners: one process per core can share the port, and `dbward
-            # doctor` recognises a port held by a running dbward.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            raise OSError(
-                exc.errno, f"cannot listen on {host}:{port} for the web console and API: {exc.strerror}"
-            ) from exc
+        # As the proxy listeners: SO_REUSEPORT, and a claim that keeps a second dbward off the port
+        sock, self.claim = bind_listening_socket(host, port, "the web console and API")
         sock.listen(512)
         sock.setblocking(False)
         self.sock = sock
@@ -85,5 +75,6 @@ class ApiServer:
         except TimeoutError:
             self.server.force_exit = True
             self.task.cancel()
-        if self.sock is not None:
-            self.sock.close()
+        for s in (self.sock, self.claim):
+            if s is not None:
+                s.close()

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 import time
 from dataclasses import dataclass, field, replace
 
@@ -32,11 +33,59 @@ class Listener:
     target: Target | None
     sock: socket.socket | None = None
     task: asyncio.Task[None] | None = None
+    #: this process's claim on the port (see :func:`bind_listening_socket`)
+    claim: socket.socket | None = None
 
     @property
     def bound_port(self) -> int:
         assert self.sock is not None
         return int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        for s in (self.sock, self.claim):
+            if s is not None:
+                s.close()
+
+
+class PortTaken(OSError):
+    """Another dbward process already listens on the port (both would bind with SO_REUSEPORT)."""
+
+
+def bind_listening_socket(host: str, port: int, what: str) -> tuple[socket.socket, socket.socket | None]:
+    """A bound TCP socket for ``what`` on host:port, and this process's claim on that port.
+
+    Listeners set SO_REUSEPORT (so `dbward doctor` recognises a port held by dbward, and so
+    worker processes of one node could share it); but then a second, unrelated dbward on the
+    same port binds too, and the kernel silently splits the clients between the two, which
+    may have different data directories and keys. Each process therefore also claims the
+    port with an abstract-namespace Unix socket named after it (Linux; freed by the kernel
+    when the process dies); a second process finds the name taken and refuses to start.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port} for {what}: {exc.strerror}") from exc
+    claim: socket.socket | None = None
+    if sys.platform == "linux":
+        bound = sock.getsockname()[1]
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0dbward-listen/{host}/{bound}")
+        except OSError as exc:
+            claim.close()
+            sock.close()
+            raise PortTaken(
+                exc.errno,
+                f"cannot listen on {host}:{bound} for {what}: another dbward process already listens "
+                "there (stop it, or give this one another port)",
+            ) from exc
+    return sock, claim
 
 
 class LocalDialers:
@@ -101,20 +150,11 @@ class ProxyServer:
 
     async def add_listener(self, protocol: str, host: str, port: int, target: Target | None) -> Listener:
         self.engine(protocol)  # fail early when the engine is missing
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            sock.close()
-            name = target.name if target else f"shared {protocol}"
-            raise OSError(exc.errno, f"cannot listen on {host}:{port} for {name}: {exc.strerror}") from exc
+        name = f"connection {target.name}" if target else f"the shared {protocol} port"
+        sock, claim = bind_listening_socket(host, port, name)
         sock.listen(1024)
         sock.setblocking(False)
-        lst = Listener(protocol=protocol, host=host, port=port, target=target, sock=sock)
+        lst = Listener(protocol=protocol, host=host, port=port, target=target, sock=sock, claim=claim)
         lst.task = asyncio.create_task(self._accept_loop(lst), name=f"listener-{protocol}-{lst.bound_port}")
         self.listeners.append(lst)
         log.info(
@@ -129,8 +169,7 @@ class ProxyServer:
     async def remove_listener(self, lst: Listener) -> None:
         if lst.task:
             lst.task.cancel()
-        if lst.sock:
-            lst.sock.close()
+        lst.close()
         self.listeners.remove(lst)
 
     async def _accept_loop(self, lst: Listener) -> None:
