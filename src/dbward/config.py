@@ -153,6 +153,10 @@ class AuditSettings(_Strict):
     retention_days: int = Field(default=5 * 365, ge=1)
     # Copy every event into the metadata store (search, export, API).
     store_events: bool = True
+    # Where the store copy and the forwarders run: "process", a child process of the node
+    # (their CPU does not compete with the proxy's event loop for the GIL), or "inline", in
+    # the node's own event loop (one-core machines, tests).
+    forwarding: Literal["process", "inline"] = "process"
     forwarders: list[ForwarderSettings] = Field(default_factory=list)
 
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from dbward.approvals.notify import ManagedNotifier, build_notifier
 from dbward.approvals.service import ApprovalService
 from dbward.audit.chain import Signer, generate_signing_key, load_signing_key
-from dbward.audit.forward import Dispatcher, Forwarder, build_forwarder
+from dbward.audit.forward import Dispatcher
 from dbward.audit.journal import AuditJournal, FileJournal
-from dbward.audit.store import StoreForwarder
+from dbward.audit.ship import ShipperProcess, build_dispatcher, forwarder_names
 from dbward.config import Settings
 from dbward.domain import Target
 from dbward.identity.ephemeral import EphemeralTokens
@@ -67,6 +67,9 @@ class Node:
     deps: EngineDeps = field(init=False)
     proxy: ProxyServer = field(init=False)
     dispatcher: Dispatcher | None = field(init=False, default=None)
+    #: the audit shipper child process (``audit.forwarding: process``)
+    shipper: ShipperProcess | None = field(init=False, default=None)
+    _shipper_start: asyncio.Task[None] | None = field(init=False, default=None)
     #: this node's share of the cluster-wide session list (started by ``start_cluster``)
     cluster: ClusterSessions = field(init=False)
     #: approval requests: the gate's broker, the API's service (approvals/service.py)
@@ -134,22 +137,20 @@ class Node:
         return cls(settings=settings, store=store, journal=journal, name=name)
 
     def start_audit_forwarding(self) -> Dispatcher | None:
-        """Follow the journal into the store and the configured SIEM forwarders."""
+        """Follow the journal into the store and the configured SIEM forwarders: in a child
+        process (``audit.forwarding: process``, see audit/ship.py) or in this event loop."""
         journal = self.journal
         if not isinstance(journal, FileJournal):
             return None
         journal.open()
-        forwarders: list[tuple[Forwarder, int]] = []
-        if self.settings.audit.store_events:
-            forwarders.append((StoreForwarder(self.store), 2000))
-        for cfg in self.settings.audit.forwarders:
-            if cfg.enabled:
-                forwarders.append((build_forwarder(cfg), cfg.batch_size))
-        if not forwarders:
+        if self.settings.audit.forwarding == "process":
+            if forwarder_names(self.settings):
+                self.shipper = ShipperProcess(self.settings, journal.path)
+                self._shipper_start = asyncio.create_task(self.shipper.start(), name="audit-shipper-start")
             return None
-        self.dispatcher = Dispatcher(
-            journal.path, journal.chain, forwarders, self.settings.data_dir / "audit" / "cursors", linger=1.0
-        )
+        self.dispatcher = build_dispatcher(self.settings, self.store, journal.path, journal.chain)
+        if self.dispatcher is None:
+            return None
         journal.on_durable = self.dispatcher.notify
         self.dispatcher.start()
         return self.dispatcher
@@ -218,6 +219,11 @@ class Node:
                         "some audit events were not forwarded before shutdown; they will be on restart"
                     )
             await self.dispatcher.stop()
+        if self.shipper is not None:
+            if self._shipper_start is not None:
+                with contextlib.suppress(Exception):
+                    await self._shipper_start
+            await self.shipper.stop()  # it delivers what the journal holds, then exits
         await self.store.close()
 
     async def run_forever(self) -> None:

@@ -168,7 +168,7 @@ class FileJournal:
         if size == 0:
             self._seq, self._prev, self._size = 0, GENESIS, 0
             return
-        tail, start = _read_tail(self._fd, size)
+        tail, start = read_tail(self._fd, size)
         if not tail.endswith(b"\n"):
             # A write interrupted by a crash: that append never returned, so the decision it
             # carried never took effect. Cut the partial line so the chain stays valid.
@@ -406,7 +406,8 @@ def _lost_if_failed(fut: asyncio.Future[AuditReceipt]) -> None:
         log.error("a deferred audit event could not be written: %s", fut.exception())
 
 
-def _read_tail(fd: int, size: int) -> tuple[bytes, int]:
+def read_tail(fd: int, size: int) -> tuple[bytes, int]:
+    """The end of the file holding at least two newlines (or all of it), and where it starts."""
     block = 65536
     start = max(0, size - block)
     while True:

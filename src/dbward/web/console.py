@@ -37,6 +37,7 @@ from dbward.declarative.sections import SECTIONS
 from dbward.errors import ConflictError, DbwardError, ValidationError
 from dbward.identity import totp
 from dbward.store import repo
+from dbward.web.approvals import Console, approvals_router
 from dbward.web.dashboard import figures
 from dbward.web.editor import PAGE_SIZE, EditorManager, Result, StatementFailed, browser_address
 from dbward.web.security import COOKIE, PRE_COOKIE, Redirect, Signed, SignIn, signin_of
@@ -894,6 +895,7 @@ def console_router() -> APIRouter:
             return back("/admin/api-tokens", error=exc.message)
         return back("/admin/api-tokens", ok=f"API token {name} was revoked.")
 
+    router.include_router(approvals_router(Console(render, signed_in, posted, back)))
     return router
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -95,8 +96,15 @@ grants:
         for t in threads:
             t.start()
         time.sleep(1.5)
+        shippers = _children(proc.pid, "dbward.audit.ship")
+        assert shippers, "dbward up forwards the journal in a child process (audit.forwarding: process)"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+        # the shipper notices that its parent is gone (its stdin closes) and exits by itself
+        deadline = time.monotonic() + 20
+        while any(Path(f"/proc/{pid}").exists() for pid in shippers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(Path(f"/proc/{pid}").exists() for pid in shippers), "the shipper outlived dbward"
         stop.set()
         for t in threads:
             t.join(10)
@@ -128,5 +136,24 @@ grants:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
-    report = verify_lines([line for line, _ in iter_records(journal)])
+    records = [line for line, _ in iter_records(journal)]
+    report = verify_lines(records)
     assert report.ok, report.problems
+    # the shipper resumed from its cursor after the restart and drained at the stop: the
+    # store's copy holds every record of the journal
+    with sqlite3.connect(d / "dbward.db") as db:
+        (stored,) = db.execute("SELECT count(*) FROM audit_events").fetchone()
+    assert stored == len(records)
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and marker.encode() in cmdline:
+            found.append(int(stat.parent.name))
+    return found

@@ -39,6 +39,7 @@ async def web_node(tmp_path: Path, sqlite_store: Store) -> AsyncIterator[WebNode
         data_dir=tmp_path / "data",
         proxy={"mysql_port": 0, "postgres_port": 0},  # type: ignore[arg-type]
         api={"port": 0},  # type: ignore[arg-type]
+        audit={"forwarding": "inline"},  # type: ignore[arg-type]  # the fixture's store, not a file
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     journal = FileJournal(settings.journal_path, fsync=False, durability="write", node="web-node")
