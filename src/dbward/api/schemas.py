@@ -13,7 +13,16 @@ from typing import Annotated, Any, Generic, Literal, Optional, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, field_validator
 
 from dbward.declarative.policy_sections import ConnectionPolicyItem, PrivilegeTypeItem, RuleItem
-from dbward.declarative.schema import Conditions, GrantItem, GroupItem, Name, Port, RoleItem, Scope
+from dbward.declarative.schema import (
+    Conditions,
+    EmailAddress,
+    GrantItem,
+    GroupItem,
+    Name,
+    Port,
+    RoleItem,
+    Scope,
+)
 from dbward.errors import ValidationError
 from dbward.identity.apitokens import SCOPES
 from dbward.identity.ipaccess import valid_cidr
@@ -96,7 +105,7 @@ class UserOut(BaseModel):
 class UserCreate(Strict):
     username: Name
     display_name: str | None = None
-    email: str | None = None
+    email: EmailAddress | None = None
     admin: bool = False
     disabled: bool = False
     #: a temporary password; the user must change it at first sign-in unless told otherwise
@@ -109,7 +118,7 @@ class UserCreate(Strict):
 
 class UserPatch(Strict):
     display_name: str | None = None
-    email: str | None = None
+    email: EmailAddress | None = None
     admin: bool | None = None
     disabled: bool | None = None
     allowed_ips: list[Cidr] | None = None

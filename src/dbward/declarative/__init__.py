@@ -6,7 +6,7 @@ the store back out in the same format.
 """
 
 # Policy sections replace the plain connection/grant handlers (after sections registered).
-from dbward.declarative import masking_sections, policy_sections
+from dbward.declarative import approval_sections, masking_sections, policy_sections
 from dbward.declarative.export import export_state, export_yaml, to_yaml
 from dbward.declarative.loader import Document, FileError, load_file, parse_text
 from dbward.declarative.plan import Change, Plan, apply_plan, build_plan, plan_document, validate
@@ -21,6 +21,7 @@ __all__ = [
     "Plan",
     "Section",
     "apply_plan",
+    "approval_sections",
     "build_plan",
     "export_state",
     "export_yaml",

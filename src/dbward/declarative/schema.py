@@ -13,7 +13,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^/\s]+$")]
 #: ``env:NAME``, ``file:PATH`` or (with a warning) the secret itself
@@ -22,6 +22,36 @@ MemberRef = Annotated[str, StringConstraints(pattern=r"^(user|group):[^/\s]+$")]
 SubjectRef = Annotated[str, StringConstraints(pattern=r"^(user|group|role):[^/\s]+$")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+_EMAIL_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_EMAIL_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+def email_address(v: str) -> str:
+    """An e-mail address approval notices can be sent to: ``local@domain.tld`` (RFC 5321
+    sizes, a dot-atom local part, a domain of at least two labels; international domains in
+    their ``xn--`` form). Raises ValueError with a sentence naming the address."""
+    v = v.strip()
+    local, at, domain = v.rpartition("@")
+    labels = domain.split(".")
+    ok = (
+        bool(at)
+        and len(v) <= 254
+        and 0 < len(local) <= 64
+        and _EMAIL_LOCAL.match(local) is not None
+        and len(labels) >= 2
+        and all(_EMAIL_LABEL.match(label) for label in labels)
+        and not labels[-1].isdigit()
+    )
+    if not ok:
+        raise ValueError(
+            f"{v!r} is not an e-mail address (like dave@example.com); approval notices are sent to it"
+        )
+    return v
+
+
+#: a user's e-mail address (``users:`` in `dbward apply`, the user API)
+EmailAddress = Annotated[str, AfterValidator(email_address)]
 
 _HOURS = re.compile(r"^([01]\d|2[0-3]):[0-5]\d-([01]\d|2[0-4]):[0-5]\d$")
 
@@ -45,7 +75,8 @@ class Item(BaseModel):
 class UserItem(Item):
     username: Name
     display_name: str | None = None
-    email: str | None = None
+    #: where approval notices reach the user (``approvals.notifications`` e-mail)
+    email: EmailAddress | None = None
     admin: bool = False
     disabled: bool = False
     password: SecretRef | None = None

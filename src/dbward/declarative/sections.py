@@ -110,6 +110,23 @@ def secret_placeholder(connection: str) -> str:
 
 
 # ----------------------------------------------------------------------------- users
+def _user_item(u: Any) -> UserItem:
+    fields: dict[str, Any] = {
+        "username": u.username,
+        "display_name": u.display_name,
+        "email": u.email,
+        "admin": u.is_admin,
+        "disabled": u.disabled,
+    }
+    try:
+        return UserItem(**fields)
+    except ValueError:
+        # An address stored before e-mail addresses were checked (or by an identity provider)
+        # is read as it is, so export and plans still work; applying it back is refused with
+        # the file's line.
+        return UserItem.model_construct(**fields, password=None)
+
+
 class Users(Section):
     key = "users"
     kind = "user"
@@ -118,16 +135,7 @@ class Users(Section):
     has_secret = True
 
     async def current(self, ctx: Context) -> dict[str, Item]:
-        return {
-            u.username: UserItem(
-                username=u.username,
-                display_name=u.display_name,
-                email=u.email,
-                admin=u.is_admin,
-                disabled=u.disabled,
-            )
-            for u in await repo.list_users(ctx.session)
-        }
+        return {u.username: _user_item(u) for u in await repo.list_users(ctx.session)}
 
     async def secret_matches(self, ctx: Context, name: str, secret: str) -> bool:
         user = await repo.require_user(ctx.session, name)

@@ -1,10 +1,12 @@
 """The masking plan of one statement for one user: which result columns to mask and how, or
 why the statement is denied.
 
-:class:`CompiledMasking` prepares the ``masking_rules`` and ``masking_patterns`` of a
-:class:`~dbward.policy.model.PolicySet` once per policy version. For a user on a connection
-:meth:`CompiledMasking.view` gives the rules that apply (exemptions evaluated with the
-client's address) or None, the fast path: no lineage is computed for that user there. Then
+:class:`CompiledMasking` prepares the ``masking_rules``, ``masking_patterns`` and ``unmasks``
+(approved unmask requests) of a :class:`~dbward.policy.model.PolicySet` once per policy
+version. For a user on a connection at a moment :meth:`CompiledMasking.view` gives the rules
+that apply (exemptions evaluated with the client's address; the user's unmask requests valid
+at that moment clear the columns they name, and are part of the view's key) or None, the fast
+path: no lineage is computed for that user there. Then
 :func:`plan_masking` reads a statement's :class:`~dbward.sql.lineage.Lineage`:
 
 * **unresolved lineage** on a statement that reads a table with columns masked for the user
@@ -40,13 +42,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from dbward.domain import Principal
 from dbward.masking.algorithms import Algorithm, MaskSpec
 from dbward.masking.patterns import BUILTIN, Pattern
-from dbward.masking.rules import MaskingPatternDef, MaskingRule, Strength, strength
+from dbward.masking.rules import MaskingPatternDef, MaskingRule, Strength, Unmask, strength
 from dbward.policy.matching import glob, parse_ip, subject_matches
 from dbward.policy.model import ColumnMask, MaskingPlan
 from dbward.sql.lineage import Catalog, Lineage, SourceColumn
@@ -102,15 +105,64 @@ class _CRule:
         )
 
 
-class CompiledMasking:
-    """Masking rules and patterns prepared for evaluation (once per policy version)."""
+@dataclass(frozen=True, slots=True)
+class _CUnmask:
+    """An approved unmask request's column, compiled. An unknown database matches only the
+    ``*`` glob: an exemption clears less, never more."""
 
-    def __init__(self, patterns: tuple[MaskingPatternDef, ...], rules: tuple[MaskingRule, ...]) -> None:
+    unmask: Unmask
+    database: re.Pattern[str] | None  # None: any database
+    schema: re.Pattern[str]
+    table: re.Pattern[str]
+    column: re.Pattern[str]
+    key: str  # identifies it in memo and cache keys (request, column, period)
+
+    @property
+    def id(self) -> str:
+        return self.unmask.rule_id
+
+    def covers(self, src: SourceColumn) -> bool:
+        if self.database is not None and (src.database is None or self.database.match(src.database) is None):
+            return False
+        return (
+            self.schema.match(src.schema) is not None
+            and self.table.match(src.table) is not None
+            and self.column.match(src.column) is not None
+        )
+
+
+def _compile_unmask(u: Unmask) -> _CUnmask:
+    until = u.valid_until.isoformat()
+    since = u.valid_from.isoformat() if u.valid_from is not None else ""
+    return _CUnmask(
+        unmask=u,
+        database=None if u.database.strip() == "*" else glob(u.database),
+        schema=glob(u.schema_),
+        table=glob(u.table),
+        column=glob(u.column),
+        key=f"{u.rule_id}:{u.database}.{u.schema_}.{u.table}.{u.column}:{since}-{until}",
+    )
+
+
+class CompiledMasking:
+    """Masking rules and patterns prepared for evaluation (once per policy version), with the
+    approved unmask requests (:class:`~dbward.masking.rules.Unmask`) of the policy set."""
+
+    def __init__(
+        self,
+        patterns: tuple[MaskingPatternDef, ...],
+        rules: tuple[MaskingRule, ...],
+        unmasks: tuple[Unmask, ...] = (),
+    ) -> None:
         self.patterns: dict[str, Pattern] = {**BUILTIN, **{p.name: p.build() for p in patterns}}
         ordered = sorted((r for r in rules if r.enabled), key=lambda r: r.priority)  # stable: file order
         self.rules: tuple[_CRule, ...] = tuple(self._compile(r) for r in ordered)
+        by_user: dict[tuple[str, str], list[_CUnmask]] = {}
+        for u in unmasks:
+            by_user.setdefault((u.user, u.connection), []).append(_compile_unmask(u))
+        self._unmasks: dict[tuple[str, str], tuple[_CUnmask, ...]] = {k: tuple(v) for k, v in by_user.items()}
         self._conn_memo: dict[str, tuple[_CRule, ...]] = {}
-        self._view_memo: dict[tuple[str, ...], MaskingView] = {}
+        self._view_memo: dict[tuple[object, ...], MaskingView] = {}
         self._principal_memo: dict[tuple[object, ...], MaskingView | None] = {}
 
     def _compile(self, r: MaskingRule) -> _CRule:
@@ -144,62 +196,89 @@ class CompiledMasking:
             self._conn_memo[connection] = hit
         return hit
 
-    def view(self, principal: Principal, connection: str, client_host: str) -> MaskingView | None:
-        """The rules masking columns for this user on this connection now, or None when no
-        rule does (then statements pay nothing for masking)."""
+    def unmasks_for(
+        self, principal: Principal, connection: str, now: datetime | None
+    ) -> tuple[_CUnmask, ...]:
+        """The user's approved unmask requests on this connection valid at ``now`` (none
+        without a moment: an exemption is never assumed)."""
+        if now is None:
+            return ()
+        found = self._unmasks.get((principal.username, connection))
+        if not found:
+            return ()
+        return tuple(u for u in found if u.unmask.active(now))
+
+    def view(
+        self, principal: Principal, connection: str, client_host: str, now: datetime | None = None
+    ) -> MaskingView | None:
+        """The rules masking columns for this user on this connection at ``now``, or None when
+        no rule does (then statements pay nothing for masking). Approved unmask requests valid
+        at ``now`` clear the columns they name; they are part of the view's ``key``, so a
+        decision cached under one never outlives the request's period."""
         rules = self.for_connection(connection)
         if not rules:
             return None
         ip_limited = any(r.rule.exempt_client_ips for r in rules)
+        exemptions = self.unmasks_for(principal, connection, now)
         memo_key = (
             principal.username,
             principal.groups,
             principal.roles,
             connection,
             client_host if ip_limited else "",
+            tuple(u.key for u in exemptions),
         )
         if memo_key in self._principal_memo:
             return self._principal_memo[memo_key]
-        found = self._view(principal, rules, client_host if ip_limited else None)
+        found = self._view(principal, rules, client_host if ip_limited else None, exemptions)
         if len(self._principal_memo) > 16384:
             self._principal_memo.clear()
         self._principal_memo[memo_key] = found
         return found
 
     def _view(
-        self, principal: Principal, rules: tuple[_CRule, ...], client_host: str | None
+        self,
+        principal: Principal,
+        rules: tuple[_CRule, ...],
+        client_host: str | None,
+        exemptions: tuple[_CUnmask, ...] = (),
     ) -> MaskingView | None:
         client = parse_ip(client_host) if client_host is not None else None
         live = tuple(r for r in rules if not r.exempts(principal, client))
         if not live:
             return None
-        # one view per set of live rules, shared by users and statements: its memos (which
-        # rule masks a column, which catalog tables have masked columns) then pay off
-        key = tuple(r.id for r in live)
+        # one view per set of live rules (and exemptions), shared by users and statements: its
+        # memos (which rule masks a column, which catalog tables have masked columns) then pay off
+        key = (tuple(r.id for r in live), tuple(u.key for u in exemptions))
         view = self._view_memo.get(key)
         if view is None:
             if len(self._view_memo) > 1024:
                 self._view_memo.clear()
-            view = self._view_memo[key] = MaskingView(live)
+            view = self._view_memo[key] = MaskingView(live, exemptions)
         return view
 
 
 @dataclass(slots=True)
 class MaskingView:
     """The rules that mask columns for a user on a connection (those that do not exempt the
-    user from the client's address), with memos of what they mask."""
+    user from the client's address), and the user's approved unmask requests valid now
+    (``exemptions``), with memos of what they mask."""
 
     rules: tuple[_CRule, ...]
+    exemptions: tuple[_CUnmask, ...] = ()
     _memo: dict[SourceColumn, _CRule | None] = field(default_factory=dict)
+    _cleared: dict[SourceColumn, _CUnmask | None] = field(default_factory=dict)
     _tables: dict[tuple[object, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
+    _cleared_tables: dict[tuple[object, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
     _needs: dict[tuple[object, ...], bool] = field(default_factory=dict)
     # what a plan depends on beyond the statement and the catalog (for decision caches)
     key: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
-        self.key = tuple(r.id for r in self.rules)
+        self.key = (*(r.id for r in self.rules), *(u.key for u in self.exemptions))
 
-    def rule_for(self, src: SourceColumn) -> _CRule | None:
+    def masking_rule_for(self, src: SourceColumn) -> _CRule | None:
+        """The rule masking ``src`` for the user, unmask requests disregarded."""
         if src in self._memo:
             return self._memo[src]
         hit = next((r for r in self.rules if r.matches(src)), None)
@@ -207,6 +286,29 @@ class MaskingView:
             self._memo.clear()
         self._memo[src] = hit
         return hit
+
+    def exemption_for(self, src: SourceColumn) -> _CUnmask | None:
+        """The approved unmask request that shows ``src`` in clear although a rule masks it."""
+        if not self.exemptions:
+            return None
+        if src in self._cleared:
+            return self._cleared[src]
+        hit = (
+            next((u for u in self.exemptions if u.covers(src)), None)
+            if self.masking_rule_for(src) is not None
+            else None
+        )
+        if len(self._cleared) > 65536:
+            self._cleared.clear()
+        self._cleared[src] = hit
+        return hit
+
+    def rule_for(self, src: SourceColumn) -> _CRule | None:
+        """The rule masking ``src`` in results for the user now (None: shown as it is)."""
+        r = self.masking_rule_for(src)
+        if r is None or not self.exemptions:
+            return r
+        return None if self.exemption_for(src) is not None else r
 
     def masked_tables(self, catalog: Catalog, database: str | None) -> frozenset[tuple[str, str]]:
         """(schema, table) in lower case of every catalog table with a masked column."""
@@ -222,6 +324,26 @@ class MaskingView:
             if len(self._tables) > 16:
                 self._tables.clear()
             self._tables[key] = hit
+        return hit
+
+    def cleared_tables(self, catalog: Catalog, database: str | None) -> frozenset[tuple[str, str]]:
+        """(schema, table) in lower case of every catalog table with a column a rule masks
+        that an approved unmask request shows in clear (statements reading them get a plan,
+        so that the decision names the request)."""
+        if not self.exemptions:
+            return frozenset()
+        key = (catalog.version if catalog.version != 0 else id(catalog), database or "")
+        hit = self._cleared_tables.get(key)
+        if hit is None:
+            db = catalog.database or database
+            hit = frozenset(
+                (s.lower(), t.lower())
+                for (s, t), cols in catalog.tables.items()
+                if any(self.exemption_for(SourceColumn(db, s, t, c)) is not None for c in cols)
+            )
+            if len(self._cleared_tables) > 16:
+                self._cleared_tables.clear()
+            self._cleared_tables[key] = hit
         return hit
 
     def needs_lineage(self, a: Analysis, catalog: Catalog, database: str | None) -> bool:
@@ -247,7 +369,7 @@ class MaskingView:
             return True
         if not a.accesses and not (a.kinds - _READ_KINDS - {StatementKind.SET, StatementKind.SESSION}):
             return False  # BEGIN, SET, SELECT 1: no table is read
-        masked = self.masked_tables(catalog, database)
+        masked = self.masked_tables(catalog, database) | self.cleared_tables(catalog, database)
         masked_names = {t for _, t in masked}
         known = catalog.base_tables_lower
         kinds = a.kinds
@@ -269,11 +391,16 @@ class MaskingView:
 
 @dataclass(frozen=True, slots=True)
 class MaskingOutcome:
-    """A plan (None: nothing to mask) or a denial sentence, with the masking rule ids."""
+    """A plan (None: nothing to mask) or a denial sentence, with the masking rule ids.
+
+    ``cleared`` names the columns a rule masks that the statement shows in clear because of
+    an approved unmask request (sentences for the decision's reasons, and so for the audit
+    trail); their ``unmask:<request id>`` ids are among ``rule_ids``."""
 
     plan: MaskingPlan | None = None
     denial: str | None = None
     rule_ids: tuple[str, ...] = ()
+    cleared: tuple[str, ...] = ()
 
 
 def plan_masking(
@@ -295,6 +422,7 @@ def plan_masking(
     if lineage.statements:
         plans: list[MaskingPlan | None] = []
         ids: list[str] = []
+        cleared: list[str] = []
         for i, st in enumerate(lineage.statements):
             out = plan_masking(
                 view,
@@ -313,8 +441,9 @@ def plan_masking(
                 )
             plans.append(out.plan)
             ids.extend(x for x in out.rule_ids if x not in ids)
+            cleared.extend(x for x in out.cleared if x not in cleared)
         if all(p is None for p in plans):
-            return MaskingOutcome()
+            return MaskingOutcome(rule_ids=tuple(ids), cleared=tuple(cleared))
         first = plans[0] or MaskingPlan(columns={})
         by_source: dict[str, ColumnMask] = {}
         for p in plans:
@@ -322,7 +451,7 @@ def plan_masking(
                 by_source.update(p.by_source)
         plan = MaskingPlan(
             columns=first.columns,
-            rule_ids=tuple(ids),
+            rule_ids=tuple(x for x in ids if not x.startswith("unmask:")),
             mask_all=first.mask_all,
             all_mask=first.all_mask,
             by_source=by_source,
@@ -331,7 +460,7 @@ def plan_masking(
             reasons=tuple(r for p in plans if p is not None for r in p.reasons),
             redact_errors=any(p is not None and p.redact_errors for p in plans),
         )
-        return MaskingOutcome(plan=plan, rule_ids=tuple(ids))
+        return MaskingOutcome(plan=plan, rule_ids=tuple(ids), cleared=tuple(cleared))
     return _plan_one(
         view, lineage, principal, connection, catalog, unresolved, inference, writes_data, database
     )
@@ -339,6 +468,26 @@ def plan_masking(
 
 def _src_key(src: SourceColumn) -> str:
     return f"{src.schema}.{src.table}.{src.column}".lower()
+
+
+def _cleared(view: MaskingView, sources: Sequence[SourceColumn]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Sentences naming the columns shown in clear by approved unmask requests, and the
+    requests' ids (``unmask:<id>``)."""
+    if not view.exemptions:
+        return (), ()
+    by_request: dict[str, tuple[_CUnmask, list[str]]] = {}
+    for src in sorted(set(sources)):
+        u = view.exemption_for(src)
+        if u is None:
+            continue
+        entry = by_request.setdefault(u.id, (u, []))
+        if str(src) not in entry[1]:
+            entry[1].append(str(src))
+    reasons = tuple(
+        f"column{'s' if len(cols) > 1 else ''} {', '.join(cols)} shown in clear by {u.unmask.describe()}"
+        for u, cols in by_request.values()
+    )
+    return reasons, tuple(by_request)
 
 
 def _plan_one(
@@ -371,7 +520,14 @@ def _plan_one(
     # 1. lineage that cannot be established
     if lin.unresolved is not None:
         if lin.tables_known and not touched:
-            return MaskingOutcome()  # it reads no table with masked columns
+            # it reads no table with columns masked for the user (now)
+            readable = [
+                SourceColumn(db, s, t, c)
+                for s, t in sorted(lin.tables)
+                for c in catalog.tables.get((s, t), ())
+            ]
+            cleared, cleared_ids = _cleared(view, readable)
+            return MaskingOutcome(rule_ids=cleared_ids, cleared=cleared)
         rule_ids = tuple(dict.fromkeys(m.rule_ids[0] for m in by_source.values())) or tuple(
             r.id for r in view.rules[:3]
         )
@@ -418,28 +574,35 @@ def _plan_one(
         )
 
     # 2. writes of masked values elsewhere
+    # (an approved unmask request shows values in clear; it does not let them be copied)
     for w in lin.writes:
         for src in sorted(w.sources):
-            r = view.rule_for(src)
+            r = view.masking_rule_for(src)
             if r is None:
                 continue
             if w.target_column is not None:
                 if w.target_column == src:
                     continue  # a column copied into itself
-                tr = view.rule_for(w.target_column)
+                tr = view.masking_rule_for(w.target_column)
                 if (
                     tr is not None
                     and tr.strength >= r.strength
                     and (tr.strength > Strength.PATTERN or tr.id == r.id)
                 ):
                     continue  # the copy is masked at least as strongly for this user
+            u = view.exemption_for(src)
+            also = (
+                f" (the {u.unmask.describe()} shows its values in clear but does not allow copying them)"
+                if u is not None
+                else ""
+            )
             return MaskingOutcome(
                 denial=(
                     f"denied: this statement copies column {src}, which is masked for {who} by rule "
                     f"{r.rule.name}, into {w.target}; writing masked columns elsewhere is not allowed "
-                    "for users they are masked for"
+                    f"for users they are masked for{also}"
                 ),
-                rule_ids=(r.id,),
+                rule_ids=(r.id, *((u.id,) if u is not None else ())),
             )
 
     # 3. result columns
@@ -480,8 +643,11 @@ def _plan_one(
         if r.id not in inf_ids:
             inf_ids.append(r.id)
 
+    cleared, cleared_ids = _cleared(
+        view, [src for out in lin.outputs for src in (*out.direct, *out.derived)] + sorted(lin.inference)
+    )
     if not columns and not flagged and not by_source:
-        return MaskingOutcome()
+        return MaskingOutcome(rule_ids=cleared_ids, cleared=cleared)
     # with only by_source the engines still cross-check the wire's column origins
     ids: list[str] = []
     for m in columns.values():
@@ -509,7 +675,9 @@ def _plan_one(
         reasons=tuple(reasons),
         redact_errors=bool(columns or flagged),
     )
-    return MaskingOutcome(plan=plan, rule_ids=tuple(ids))
+    return MaskingOutcome(
+        plan=plan, rule_ids=(*ids, *(x for x in cleared_ids if x not in ids)), cleared=cleared
+    )
 
 
 def _column_mask(

@@ -29,6 +29,7 @@ the column. The masking plan for a statement is built in :mod:`dbward.masking.pl
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from enum import IntEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Any
@@ -187,6 +188,50 @@ class MaskingRule(BaseModel):
             return f"pattern {self.pattern}"
         assert self.algorithm is not None
         return self.algorithm.describe()
+
+
+class Unmask(BaseModel):
+    """An approved unmask request, as the policy set carries it: ``user`` sees the columns
+    matching ``database``/``schema``/``table``/``column`` (globs, case-insensitive) of
+    ``connection`` in clear from ``valid_from`` until ``valid_until``.
+
+    The store's policy loader builds one per column of every approved unmask request
+    (``store/policy_source.py``); :class:`~dbward.masking.plan.CompiledMasking` applies those
+    valid at the moment of each decision. An exemption only ever removes the masking of a
+    column a rule masks; it never allows copying the clear values elsewhere.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    request_id: int
+    user: str = Field(min_length=1)
+    connection: str = Field(min_length=1)
+    database: str = "*"
+    schema_: str = Field("*", alias="schema")
+    table: str = Field(min_length=1)
+    column: str = Field(min_length=1)
+    valid_from: datetime | None = None
+    valid_until: datetime
+
+    @field_validator("valid_from", "valid_until")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+    @property
+    def rule_id(self) -> str:
+        return f"unmask:{self.request_id}"
+
+    def active(self, now: datetime) -> bool:
+        return (self.valid_from is None or self.valid_from <= now) and now < self.valid_until
+
+    def describe(self) -> str:
+        return (
+            f"approved unmask request #{self.request_id} until "
+            f"{self.valid_until.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S UTC')}"
+        )
 
 
 class Strength(IntEnum):

@@ -177,7 +177,9 @@ class CompiledPolicy:
             if r.enabled
         )
         self.connections = tuple((glob(c.connection), c) for c in policy_set.connections)
-        self.masking = CompiledMasking(policy_set.masking_patterns, policy_set.masking_rules)
+        self.masking = CompiledMasking(
+            policy_set.masking_patterns, policy_set.masking_rules, policy_set.unmasks
+        )
         self._grant_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CGrant, ...]] = {}
         self._rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CRule, ...]] = {}
         self._conn_memo: dict[str, tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]] = {}
@@ -670,7 +672,9 @@ class PolicyEvaluator:
         # Masking: only when a rule masks columns for this user on this connection (otherwise
         # nothing below runs). The decision then also depends on the catalog and on the text as
         # the lineage reads it (executable comments expanded, positional ORDER BY kept).
-        mview = cp.masking.view(principal, connection, session.client.host) if cp.masking else None
+        # (approved unmask requests valid now are in the view and in its key: a request's
+        # period ending gives another key, never a stale hit)
+        mview = cp.masking.view(principal, connection, session.client.host, now) if cp.masking else None
         catalog: Catalog | None = None
         catalog_error: str | None = None
         if mview is not None:
@@ -783,7 +787,7 @@ class PolicyEvaluator:
         cp = await self.compiled()
         if not cp.masking:
             return {}
-        mview = cp.masking.view(session.principal, session.target.name, session.client.host)
+        mview = cp.masking.view(session.principal, session.target.name, session.client.host, self._clock())
         if mview is None:
             return {}
         catalog = await self._catalog.catalog(session)
@@ -864,11 +868,17 @@ def _masked_decision(
             effect=Effect.DENY, reasons=(outcome.denial,), rule_ids=(*outcome.rule_ids, *decision.rule_ids)
         )
     if outcome.plan is None:
-        return decision
+        if not outcome.cleared:
+            return decision
+        return replace(
+            decision,
+            reasons=(*decision.reasons, *outcome.cleared),
+            rule_ids=(*decision.rule_ids, *(r for r in outcome.rule_ids if r not in decision.rule_ids)),
+        )
     return replace(
         decision,
         masking=outcome.plan,
-        reasons=(*decision.reasons, *outcome.plan.reasons),
+        reasons=(*decision.reasons, *outcome.plan.reasons, *outcome.cleared),
         rule_ids=(*decision.rule_ids, *(r for r in outcome.rule_ids if r not in decision.rule_ids)),
     )
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from dbward.masking.algorithms import Algorithm, MaskSpec, apply_spec
 from dbward.masking.patterns import Pattern
 from dbward.masking.rules import MaskingPatternDef, MaskingRule, check_masking
+from dbward.masking.rules import Unmask as Unmask  # re-exported: PolicySet.unmasks
 from dbward.policy.subject import Subject as Subject  # re-exported: it lived here first
 from dbward.policy.subject import SubjectType as SubjectType
 from dbward.sql.model import StatementKind
@@ -454,6 +455,9 @@ class PolicySet(BaseModel):
     connections: tuple[ConnectionPolicy, ...] = ()
     masking_patterns: tuple[MaskingPatternDef, ...] = ()  # custom; the built-ins are always there
     masking_rules: tuple[MaskingRule, ...] = ()
+    #: approved unmask requests (one per column), loaded from the store's approval requests;
+    #: not part of `dbward apply` files
+    unmasks: tuple[Unmask, ...] = ()
 
     @model_validator(mode="after")
     def _check(self) -> PolicySet:

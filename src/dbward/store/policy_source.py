@@ -1,5 +1,11 @@
 """The policy set as the store holds it, for the evaluator: grants, privilege types, query
-rules and per-connection settings, reloaded when the store's policy version changes.
+rules, per-connection settings, masking and the approved unmask requests, reloaded when the
+store's policy version changes.
+
+Approved unmask requests become :class:`~dbward.policy.model.Unmask` entries (one per column)
+with their period; the masking view applies each only while its period holds, so a period
+ending needs no reload to take effect. Approving, cancelling and expiring one bumps the
+version (``approvals/service.py``), so every node drops it from its set.
 
 Every change through the repositories bumps ``store_meta.policy_version``; each node checks
 the version at most every ``check_interval`` seconds (one indexed single-row read), so a
@@ -22,10 +28,11 @@ from dbward.policy.model import (
     PolicySet,
     PrivilegeType,
     QueryRule,
+    Unmask,
 )
 from dbward.store import masking_repo, repo
 from dbward.store.db import Store
-from dbward.store.models import Connection, PrivilegeTypeRow, QueryRuleRow
+from dbward.store.models import ApprovalRequestRow, Connection, PrivilegeTypeRow, QueryRuleRow
 from dbward.store.models import Grant as GrantRow
 
 log = logging.getLogger(__name__)
@@ -59,6 +66,37 @@ def grant_conditions(conditions: dict[str, Any], expires_at: datetime | None) ->
     return out
 
 
+def unmasks_from(rows: list[ApprovalRequestRow]) -> list[Unmask]:
+    """The exemptions of approved unmask requests: one per column, for the requester on the
+    request's connection until its ``valid_until``. A request without a period or a
+    connection, or with a column that does not validate, gives none (fail closed: masked)."""
+    out: list[Unmask] = []
+    for r in rows:
+        if r.valid_until is None or not r.connection:
+            log.warning("approved unmask request #%s has no period or connection; it is not applied", r.id)
+            continue
+        for c in (r.payload or {}).get("columns") or []:
+            try:
+                out.append(
+                    Unmask.model_validate(
+                        {
+                            "request_id": r.id,
+                            "user": r.requester,
+                            "connection": r.connection,
+                            "database": c.get("database") or "*",
+                            "schema": c.get("schema") or "*",
+                            "table": c.get("table"),
+                            "column": c.get("column"),
+                            "valid_from": r.valid_from,
+                            "valid_until": r.valid_until,
+                        }
+                    )
+                )
+            except (ValueError, AttributeError) as exc:
+                log.warning("a column of approved unmask request #%s is not applied: %s", r.id, exc)
+    return out
+
+
 async def load_policy_set(store: Store) -> PolicySet:
     async with store.session() as s:
         version = await repo.policy_version(s)
@@ -71,6 +109,15 @@ async def load_policy_set(store: Store) -> PolicySet:
             (await s.execute(select(QueryRuleRow).order_by(QueryRuleRow.priority, QueryRuleRow.rule_id)))
             .scalars()
             .all()
+        )
+        unmask_rows = list(
+            (
+                await s.execute(
+                    select(ApprovalRequestRow)
+                    .where(ApprovalRequestRow.type == "unmask", ApprovalRequestRow.state == "approved")
+                    .order_by(ApprovalRequestRow.id)
+                )
+            ).scalars()
         )
     data = {
         "version": version,
@@ -121,6 +168,7 @@ async def load_policy_set(store: Store) -> PolicySet:
         ],
         "masking_patterns": masking_patterns,
         "masking_rules": masking_rules,
+        "unmasks": unmasks_from(unmask_rows),
     }
     return PolicySet.model_validate(data)
 

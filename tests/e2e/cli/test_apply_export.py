@@ -19,7 +19,7 @@ def test_dry_run_then_apply_then_no_changes(cli: Cli, initialised: Initialised) 
     d = initialised.data_dir
     dry = _apply(cli, d, EXAMPLE, "--dry-run")
     assert dry.code == 0, dry.out
-    assert "dry run: 19 to create, 0 to update, 0 to delete; nothing was changed" in dry.out
+    assert "dry run: 21 to create, 0 to update, 0 to delete; nothing was changed" in dry.out
     for kind, name in [
         ("user", "alice"),
         ("group", "analysts"),
@@ -33,7 +33,7 @@ def test_dry_run_then_apply_then_no_changes(cli: Cli, initialised: Initialised) 
 
     applied = _apply(cli, d, EXAMPLE)
     assert applied.code == 0, applied.out
-    assert "applied: 19 created, 0 updated, 0 deleted" in applied.out
+    assert "applied: 21 created, 0 updated, 0 deleted" in applied.out
     again = _apply(cli, d, EXAMPLE, "--dry-run")
     assert "no changes" in again.out
     assert "no changes" in _apply(cli, d, EXAMPLE).out
@@ -42,7 +42,7 @@ def test_dry_run_then_apply_then_no_changes(cli: Cli, initialised: Initialised) 
     journal = (d / "audit" / "journal.jsonl").read_text()
     events = [json.loads(line) for line in journal.splitlines()]
     changes = [e for e in events if e["type"] == "admin.change" and e["source"] == "apply"]
-    assert len(changes) == 19
+    assert len(changes) == 21
     for secret in EXAMPLE_ENV.values():
         assert secret not in journal
     conn = next(e for e in changes if e["object_name"] == "shop-maria")
@@ -195,7 +195,7 @@ def test_the_whole_cycle_on_a_postgresql_store(cli: Cli, tmp_path: Path) -> None
         assert r.code == 0, r.out
         assert f"store: postgresql://postgres@{PG_HOST}:{PG_PORT}/{dbname}" in r.out
         assert not (d / "dbward.db").exists()
-        assert "applied: 19 created" in _apply(cli, d, EXAMPLE, env=env).out
+        assert "applied: 21 created" in _apply(cli, d, EXAMPLE, env=env).out
         assert "no changes" in _apply(cli, d, EXAMPLE, env=env).out
         exported = cli("export", "--data-dir", d, env=env).stdout
         assert "name: dba-all-hr" in exported and "env:DBWARD_CONN_HR_PG_PASSWORD" in exported

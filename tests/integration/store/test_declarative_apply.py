@@ -35,7 +35,7 @@ class BrokenJournal:
 async def test_apply_is_idempotent_and_audited(store: Store) -> None:
     doc = load_file(EXAMPLE)
     plan = await plan_document(store, doc, env=ENV)
-    assert plan.counts() == {"create": 19, "update": 0, "delete": 0}
+    assert plan.counts() == {"create": 21, "update": 0, "delete": 0}
     journal = MemoryJournal()
     await apply_plan(store, plan, journal)
     events = journal.of_type("admin.change")

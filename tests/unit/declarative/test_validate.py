@@ -42,6 +42,7 @@ def test_the_example_has_every_kind_of_object() -> None:
             "rules",
             "masking_patterns",
             "masking_rules",
+            "approval_lines",
         }
     )
     assert all(v.items[k] for k in SECTIONS), "every section has at least one object"
