@@ -81,6 +81,15 @@ def mysql_upstream() -> Iterator[None]:
             " id INT PRIMARY KEY, name VARCHAR(100), email VARCHAR(200), phone VARCHAR(30),"
             " balance DECIMAL(12,2), created DATETIME)"
         )
+    conn.close()
+    reset_mysql_customers()
+    yield
+
+
+def reset_mysql_customers() -> None:
+    """The sample rows of dbward_test.customers on MariaDB, as every test expects them."""
+    conn = mysql_root()
+    with conn.cursor() as cur:
         cur.execute("DELETE FROM dbward_test.customers")
         cur.execute(
             "INSERT INTO dbward_test.customers VALUES"
@@ -89,7 +98,6 @@ def mysql_upstream() -> Iterator[None]:
             " (3,'Park Ara',NULL,NULL,0.00,NULL)"
         )
     conn.close()
-    yield
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +119,15 @@ def pg_upstream() -> Iterator[None]:
             " balance numeric(12,2), created timestamptz)"
         )
         conn.execute("ALTER TABLE customers OWNER TO " + PG_UPSTREAM_USER)
+    reset_pg_customers()
+    yield
+
+
+def reset_pg_customers() -> None:
+    """The sample rows of dbward_test.customers on PostgreSQL, as every test expects them."""
+    import psycopg
+
+    with psycopg.connect(pg_dsn("dbward_test"), autocommit=True) as conn:
         conn.execute("DELETE FROM customers")
         conn.execute(
             "INSERT INTO customers VALUES"
@@ -118,7 +135,14 @@ def pg_upstream() -> Iterator[None]:
             " (2,'Lee Jun','jun@example.com','010-2222-3333',-5.00,'2024-02-03 04:05:06+00'),"
             " (3,'Park Ara',NULL,NULL,0.00,NULL)"
         )
+
+
+@pytest.fixture
+def restore_customers(mysql_upstream: None, pg_upstream: None) -> Iterator[None]:
+    """For tests that change the sample rows for real (approved statements): put them back."""
     yield
+    reset_mysql_customers()
+    reset_pg_customers()
 
 
 @pytest.fixture

@@ -330,6 +330,14 @@ class ApprovalSettings(_Strict):
     fallback_approvers: list[str] = Field(default_factory=list)
     # How often each node looks for requests to expire.
     expiry_interval_seconds: float = Field(default=30, gt=0, le=3600)
+    # How often each node looks for scheduled SQL requests that are due, and for executions
+    # left behind by a node that is gone (approvals/executor.py).
+    executor_interval_seconds: float = Field(default=5, gt=0, le=3600)
+    # A node running an approved statement renews its claim on the request every quarter of
+    # this; a claim not renewed for this long belongs to a node that is gone, and another
+    # node (or this one, restarted) finishes it: it records the outcome, fails it as
+    # "outcome unknown", or runs it if it never reached the gate. Never run twice.
+    execution_lease_seconds: float = Field(default=60, ge=1, le=24 * 3600)
 
 
 #: the values read from the settings file by :func:`load_settings`, for :class:`_FileSource`

@@ -12,6 +12,7 @@ import logging
 import socket
 from dataclasses import dataclass, field
 
+from dbward.approvals.executor import ScheduledExecutor
 from dbward.approvals.notify import ManagedNotifier, build_notifier
 from dbward.approvals.service import ApprovalService
 from dbward.audit.chain import Signer, generate_signing_key, load_signing_key
@@ -75,6 +76,8 @@ class Node:
     #: approval requests: the gate's broker, the API's service (approvals/service.py)
     approvals: ApprovalService = field(init=False)
     notifier: ManagedNotifier = field(init=False)
+    #: approved SQL requests run by dbward through this node's own proxy (approvals/executor.py)
+    executor: ScheduledExecutor = field(init=False)
     _expiry_task: asyncio.Task[None] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
@@ -109,6 +112,13 @@ class Node:
             masking_key=self.store.box.derive_key("masking-token"),
         )
         self.proxy = ProxyServer(self.deps)
+        self.executor = ScheduledExecutor(
+            self.approvals,
+            proxy=self.proxy,
+            tokens=self.ephemeral,
+            settings=self.settings,
+            node_name=self.name,
+        )
         self.cluster = ClusterSessions(
             store=self.store, sessions=self.sessions, journal=self.journal, node=self.name
         )
@@ -156,11 +166,13 @@ class Node:
         return self.dispatcher
 
     def start_approvals(self) -> None:
-        """Start the notifier and the task that expires due approval requests. Every node
-        runs it; an expiry is a conditional update, so two nodes expire a request once."""
+        """Start the notifier, the task that expires due approval requests and the executor
+        of scheduled ones. Every node runs them; each step is a conditional update, so two
+        nodes expire (or claim) a request once."""
         self.notifier.start()
         if self._expiry_task is None:
             self._expiry_task = asyncio.create_task(self._expire_loop(), name="dbward-approval-expiry")
+        self.executor.start()
 
     async def _expire_loop(self) -> None:
         interval = self.settings.approvals.expiry_interval_seconds
@@ -199,6 +211,7 @@ class Node:
         self.cluster.start()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
+        await self.executor.stop(drain_timeout)
         await self.proxy.drain(drain_timeout)
         await self.cluster.stop()
         if self._expiry_task is not None:

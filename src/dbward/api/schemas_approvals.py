@@ -29,7 +29,8 @@ class RequestCreate(_Body):
     """A new request. ``type`` decides which other fields apply:
 
     - ``sql``: ``sql`` (one statement), optional ``params`` (the bound values of a prepared
-      statement), ``uses`` (default 1), ``database``, ``valid_until`` (end of the window to run it);
+      statement), ``uses`` (default 1), ``database``, ``valid_until`` (end of the window to run it),
+      ``scheduled_at`` (dbward runs it itself then, once approved; clients cannot run it);
     - ``access``: ``privileges`` and ``scope``, with ``period_hours`` or ``valid_from``/``valid_until``;
     - ``unmask``: ``columns``, with a period;
     - ``export``: ``max_rows``, with a period.
@@ -125,7 +126,11 @@ class RequestOut(BaseModel):
     decided_by: str | None = None
     effect: str | None = None
     scheduled_at: datetime | None = None
+    #: dbward's executor: claimed | running | done | failed | refused | unknown
     execution_state: str | None = None
+    attempt: int = 0
+    claimed_by: str | None = None
+    claimed_at: datetime | None = None
     statement_id: str | None = None
     outcome: dict[str, Any] = Field(default_factory=dict)
     executed_at: datetime | None = None

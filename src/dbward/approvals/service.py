@@ -69,6 +69,15 @@ def _aware(d: datetime | None) -> datetime | None:
     return d if d.tzinfo is not None else d.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class ExecutorRun:
+    """A loopback session of dbward's executor (``approvals/executor.py``), known by the exact
+    local address of its socket: the one request it may run and the claim it runs under."""
+
+    request_id: int
+    claimer: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class SqlRequest:
     sql: str
@@ -165,6 +174,8 @@ class ApprovalService:
         self.node_name = node_name or socket.gethostname()
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.directory = StoreDirectory(store)
+        # local (host, port) of the executor's own sockets to this node's listeners -> its run
+        self._executor_sessions: dict[tuple[str, int], ExecutorRun] = {}
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -380,6 +391,8 @@ class ApprovalService:
                         f"uses must be between 1 and {self.a.max_uses} (approvals.max_uses)"
                     )
                 uses = details.uses
+                if details.scheduled_at is not None:
+                    _check_schedule(details, dialect, now, valid_until)
                 analysis = analyze(sql, dialect, database=db)
                 kind = analysis.kind.value
                 ledger = _touches_ledger(analysis, conn.policy or {})
@@ -596,7 +609,10 @@ class ApprovalService:
         p = dict(row.payload or {})
         start = _aware(row.valid_from) or now
         if row.type == "sql":
-            until = _aware(row.valid_until) or now + timedelta(hours=self.a.sql_window_hours)
+            # a scheduled request's window opens at its time, so approving early does not
+            # let it expire before dbward runs it
+            opens = max(now, _aware(row.scheduled_at) or now)
+            until = _aware(row.valid_until) or opens + timedelta(hours=self.a.sql_window_hours)
             return {"valid_until": until, "valid_from": row.valid_from}
         hours = float(p.get("period_hours") or self.a.default_period_hours)
         until = _aware(row.valid_until) or start + timedelta(hours=hours)
@@ -880,6 +896,9 @@ class ApprovalService:
         A PREPARE (Parse, COM_STMT_PREPARE) carries no parameter values: it is let through
         when an approved request's text matches, without taking a use; each execution then
         takes one."""
+        run = self.executor_run(session)
+        if run is not None:
+            return await self._use_for_executor(run, session, statement, statement_id)
         user = session.principal.username
         connection = session.target.name
         dialect: Literal["mysql", "postgres"] = (
@@ -904,6 +923,7 @@ class ApprovalService:
                     r
                     for r in rows.scalars()
                     if (r.payload or {}).get("text_digest") == digest
+                    and r.scheduled_at is None  # a scheduled request is run by dbward only
                     and _db_ok(r.database, database)
                     and _in_window(r, now)
                 ]
@@ -916,8 +936,8 @@ class ApprovalService:
                 for r in await arepo.usable_sql(
                     s, requester=user, connection=connection, digest=digest, now=now
                 ):
-                    if not _db_ok(r.database, database):
-                        continue
+                    if not _db_ok(r.database, database) or r.scheduled_at is not None:
+                        continue  # a scheduled request is run by dbward only
                     last = "review_pending" if r.urgent and r.review == "pending" else "executed"
                     if await arepo.consume_use(s, r.id, statement_id=statement_id, now=now, last_state=last):
                         fresh = await arepo.require_request(s, r.id)
@@ -952,6 +972,17 @@ class ApprovalService:
                 return (
                     f"Request #{r.id} for this statement is waiting for approval by {who} (stage {r.stage})."
                 )
+            if r.state == "executing":
+                return (
+                    f"Approved request #{r.id} for this statement is being run by dbward now; "
+                    "its outcome is recorded on the request."
+                )
+            at = _aware(r.scheduled_at)
+            if at is not None:
+                return (
+                    f"Approved request #{r.id} for this statement is scheduled: dbward runs it itself at "
+                    f"{at.isoformat()}, so it cannot be run from a client; its outcome is recorded on the request."
+                )
             vf = _aware(r.valid_from)
             if vf is not None and vf > now:
                 return f"Approved request #{r.id} for this statement can be used from {vf.isoformat()}."
@@ -978,6 +1009,8 @@ class ApprovalService:
             )
             if row is None:
                 return
+            if row.state == "executing":
+                return  # dbward's executor ran it: it records the end, audits and notifies
             if row.uses_left == 0 or outcome.error is not None:
                 await self._audit(
                     row,
@@ -1014,6 +1047,292 @@ class ApprovalService:
                     )
                 )
         await self._send(notices)
+
+    # ------------------------------------------------------------------ dbward's executor
+    # (approvals/executor.py drives these; the gate reaches _use_for_executor through use_for)
+    def expect_executor(self, local: tuple[str, int], run: ExecutorRun) -> None:
+        """The executor bound a socket to ``local`` and will connect it to this node's listener
+        to run ``run``; the session from exactly that address may take that request's use."""
+        self._executor_sessions[local] = run
+
+    def forget_executor(self, local: tuple[str, int]) -> None:
+        self._executor_sessions.pop(local, None)
+
+    def executor_run(self, session: SessionInfo) -> ExecutorRun | None:
+        """The run of dbward's executor this session belongs to, if it is one. Only a direct
+        connection counts: the kernel lets no other socket hold the executor's local address
+        while it is bound, so no client can pose as the executor (its program name proves
+        nothing)."""
+        c = session.client
+        if c.source != "direct":
+            return None
+        return self._executor_sessions.get((c.host, c.port))
+
+    def executes(self, session: SessionInfo) -> bool:
+        return self.executor_run(session) is not None
+
+    async def _use_for_executor(
+        self, run: ExecutorRun, session: SessionInfo, statement: Statement, statement_id: str
+    ) -> ApprovalUse:
+        """The executor's session takes the use of the request it claimed, and nothing else."""
+        dialect: Literal["mysql", "postgres"] = (
+            "mysql" if session.target.engine.value == "mysql" else "postgres"
+        )
+        database = statement.database if statement.database is not None else session.database
+        prepare = statement.origin is StatementOrigin.PREPARE
+        digest = statement_digest(statement.sql, dialect, None if prepare else statement.params)
+        rid = run.request_id
+        async with self.store.transaction() as s:
+            row = await arepo.get_request(s, rid)
+            if (
+                row is None
+                or row.connection != session.target.name
+                or row.requester != session.principal.username
+                or not _db_ok(row.database, database)
+                or digest != ((row.payload or {}).get("text_digest") if prepare else row.digest)
+            ):
+                return ApprovalUse(
+                    hint=f"dbward's executor may run only the statement of approved request #{rid} "
+                    "in this session, and this statement is not it."
+                )
+            if prepare:
+                return ApprovalUse(request_id=rid, consumed=False, urgent=row.urgent, uses_left=row.uses_left)
+            now = self.clock()
+            if not await arepo.consume_claimed(
+                s, rid, claimer=run.claimer, statement_id=statement_id, now=now
+            ):
+                return ApprovalUse(
+                    hint=f"request #{rid} is not claimed for this run any more (it ran, or another node "
+                    "took it over); dbward never runs an approved statement twice."
+                )
+            fresh = await arepo.require_request(s, rid)
+            await self._audit(
+                fresh,
+                "used",
+                actor=fresh.requester,
+                statement_id=statement_id,
+                comment=f"run by dbward's executor (attempt {fresh.attempt}); "
+                f"{fresh.uses_left} of {fresh.uses_allowed} uses left",
+                session=session,
+            )
+            return ApprovalUse(request_id=rid, consumed=True, urgent=fresh.urgent, uses_left=fresh.uses_left)
+
+    async def due_scheduled(self) -> list[int]:
+        """Ids of approved scheduled requests whose time has come and nobody claimed."""
+        async with self.store.session() as s:
+            return [r.id for r in await arepo.due_scheduled(s, self.clock())]
+
+    async def check_execute_now(self, request_id: int, actor: str) -> None:
+        """Whether ``actor`` may have dbward run approved request ``request_id`` now; raises why not."""
+        now = self.clock()
+        async with self.store.session() as s:
+            row = await arepo.get_request(s, request_id)
+            if row is None or row.requester != actor:
+                raise NotFoundError(f"there is no approval request #{request_id} of {actor} to execute")
+            if row.type != "sql":
+                raise workflow.InvalidState(
+                    f"request #{row.id} is an {row.type} request; only a SQL request is executed"
+                )
+            if row.state != "approved" or row.uses_left < 1:
+                raise workflow.InvalidState(
+                    f"request #{row.id} is {row.state}; dbward executes only an approved request with a use left"
+                )
+            at = _aware(row.scheduled_at)
+            if at is not None and at > now:
+                raise workflow.InvalidState(
+                    f"request #{row.id} is scheduled for {at.isoformat()}; dbward runs it then, not before"
+                )
+            if not _in_window(row, now):
+                raise workflow.InvalidState(
+                    f"request #{row.id} can be run only from {_iso(row.valid_from)} until {_iso(row.valid_until)}"
+                )
+            p = dict(row.payload or {})
+            if p.get("params") and p.get("dialect") == "mysql":
+                raise workflow.InvalidState(
+                    f"request #{row.id} has bound parameters on a MySQL connection, which dbward's executor "
+                    "cannot send as a prepared statement; run it from your own client"
+                )
+
+    async def claim_execution(
+        self, request_id: int, claimer: str, *, actor: str | None, via: Via = "system"
+    ) -> Execution | None:
+        """Claim an approved SQL request for this node's executor (before it connects); None
+        when it is not claimable (another node claimed it, it was cancelled, ...)."""
+        now = self.clock()
+        async with self.store.transaction() as s:
+            if not await arepo.claim_execution(s, request_id, claimer=claimer, now=now):
+                return None
+            row = await arepo.require_request(s, request_id)
+            who = "scheduled" if actor is None else f"asked by {actor}"
+            comment = f"dbward's executor on {claimer} runs it ({who}; attempt {row.attempt})"
+            await arepo.add_action(
+                s, row.id, actor=actor or "dbward", action="comment", comment=comment, via=via
+            )
+            await self._audit(row, "executing", actor=actor, comment=comment)
+            return Execution.of(row)
+
+    async def executions(self) -> list[Execution]:
+        """Every request in an executor's hands now."""
+        async with self.store.session() as s:
+            return [Execution.of(r) for r in await arepo.executing(s)]
+
+    async def execution(self, request_id: int) -> Execution | None:
+        async with self.store.session() as s:
+            row = await arepo.get_request(s, request_id)
+            return Execution.of(row) if row is not None else None
+
+    async def renew_claim(self, request_id: int, claimer: str) -> bool:
+        async with self.store.transaction() as s:
+            return await arepo.renew_claim(s, request_id, claimer=claimer, now=self.clock())
+
+    async def take_over(self, ex: Execution, claimer: str, stale_before: datetime) -> bool:
+        assert ex.claimed_by is not None
+        async with self.store.transaction() as s:
+            return await arepo.take_over(
+                s,
+                ex.id,
+                old_claimer=ex.claimed_by,
+                stale_before=stale_before,
+                claimer=claimer,
+                now=self.clock(),
+            )
+
+    async def finish_execution(
+        self,
+        request_id: int,
+        claimer: str,
+        *,
+        result: dict[str, Any],
+        outcome: Literal["done", "failed", "refused", "unknown", "retry"],
+        comment: str,
+    ) -> dict[str, Any] | None:
+        """End the executor's run of a request and record ``result`` on it: its rows affected,
+        error (with SQLSTATE or errno) and statement id. ``outcome``: done (the target
+        answered; the request is executed, or approved while uses are left), failed (the
+        target answered with an error), refused (the gate refused it, or the session could not
+        be opened: nothing reached the target), unknown (a node died while it ran: failed,
+        never run again), retry (nothing reached the target; claimable again). Audited as
+        ``approval.step`` "executed" (or "released" for a retry), and the requester is told.
+        None when this caller's claim was lost."""
+        now = self.clock()
+        notices: list[ApprovalNotice] = []
+        async with self.store.transaction() as s:
+            row = await arepo.get_request(s, request_id)
+            if row is None or row.state != "executing" or row.claimed_by != claimer:
+                return None
+            data = dict(row.outcome or {})
+            sid = result.get("statement_id") or row.statement_id
+            data.update({k: v for k, v in result.items() if v is not None or k in ("error",)})
+            data["at"] = now.isoformat()
+            changes: dict[str, Any] = {"outcome": data}
+            if outcome == "retry":
+                changes.update(state="approved", execution_state=None)
+            elif outcome == "done":
+                last = "review_pending" if row.urgent and row.review == "pending" else "executed"
+                changes.update(state=last if row.uses_left < 1 else "approved", execution_state="done")
+            else:
+                changes.update(state="failed", execution_state="unknown" if outcome == "unknown" else outcome)
+            if not await arepo.finish_execution(s, row.id, claimer=claimer, now=now, **changes):
+                return None
+            await arepo.add_action(s, row.id, actor="dbward", action="comment", comment=comment, via="system")
+            row = await arepo.require_request(s, row.id)
+            action = "released" if outcome == "retry" else "executed"
+            await self._audit(row, action, actor=None, statement_id=sid, comment=comment)
+            if outcome != "retry":
+                notices.append(
+                    await self._notify(
+                        s,
+                        row,
+                        NoticeEvent.EXECUTED,
+                        actor="dbward",
+                        comment=comment,
+                        to=[f"user:{row.requester}"],
+                        details={"outcome": data, "statement_id": sid},
+                    )
+                )
+                if row.state == "review_pending":
+                    line = ApprovalLine.model_validate(row.line) if row.line else None
+                    notices.append(
+                        await self._notify(
+                            s,
+                            row,
+                            NoticeEvent.REVIEW_REQUIRED,
+                            actor="dbward",
+                            comment="an urgent request ran before its approval; its review is mandatory",
+                            to=_all_approvers(line) if line is not None else [],
+                        )
+                    )
+            out = await self._view(s, row)
+        await self._send(notices)
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Execution:
+    """What the executor needs of a request it runs or recovers (a snapshot of the row)."""
+
+    id: int
+    requester: str
+    connection: str | None
+    database: str | None
+    sql: str
+    params: list[Any] | None
+    dialect: str
+    state: str
+    execution_state: str | None
+    claimed_by: str | None
+    claimed_at: datetime | None
+    attempt: int
+    statement_id: str | None
+    outcome: dict[str, Any]
+
+    @classmethod
+    def of(cls, row: ApprovalRequestRow) -> Execution:
+        p = dict(row.payload or {})
+        return cls(
+            id=row.id,
+            requester=row.requester,
+            connection=row.connection,
+            database=row.database,
+            sql=str(p.get("sql") or ""),
+            params=p.get("params"),
+            dialect=str(p.get("dialect") or "postgres"),
+            state=row.state,
+            execution_state=row.execution_state,
+            claimed_by=row.claimed_by,
+            claimed_at=_aware(row.claimed_at),
+            attempt=row.attempt,
+            statement_id=row.statement_id,
+            outcome=dict(row.outcome or {}),
+        )
+
+    def run_of(self, statement_id: str) -> dict[str, Any] | None:
+        """The outcome the gate recorded for ``statement_id`` (``completed``), if it did."""
+        for r in self.outcome.get("runs") or []:
+            if isinstance(r, dict) and r.get("statement_id") == statement_id:
+                return r
+        return None
+
+
+def _iso(d: datetime | None) -> str:
+    a = _aware(d)
+    return a.isoformat() if a is not None else "any time"
+
+
+def _check_schedule(details: SqlRequest, dialect: str, now: datetime, valid_until: datetime | None) -> None:
+    at = _aware(details.scheduled_at)
+    assert at is not None
+    if at <= now - timedelta(minutes=1):
+        raise ValidationError(f"scheduled_at {at.isoformat()} has already passed")
+    if valid_until is not None and at >= valid_until:
+        raise ValidationError("scheduled_at must be before valid_until, or the approval ends before it runs")
+    if details.uses != 1:
+        raise ValidationError("a scheduled SQL request runs once: uses must be 1")
+    if details.params and dialect == "mysql":
+        raise ValidationError(
+            "dbward's executor cannot send a MySQL statement with bound parameters as a prepared "
+            "statement; schedule it with the values written in the statement"
+        )
 
 
 def request_view(row: ApprovalRequestRow, actions: Sequence[ApprovalActionRow]) -> dict[str, Any]:
@@ -1067,6 +1386,9 @@ def request_view(row: ApprovalRequestRow, actions: Sequence[ApprovalActionRow]) 
         "effect": row.effect_ref,
         "scheduled_at": _aware(row.scheduled_at),
         "execution_state": row.execution_state,
+        "attempt": row.attempt,
+        "claimed_by": row.claimed_by,
+        "claimed_at": _aware(row.claimed_at),
         "statement_id": row.statement_id,
         "outcome": dict(row.outcome or {}),
         "executed_at": _aware(row.executed_at),

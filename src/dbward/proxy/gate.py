@@ -39,6 +39,10 @@ SCHEMA_CHANGING_KINDS = frozenset(
     {"CREATE", "ALTER", "DROP", "RENAME", "CALL", "PROCEDURAL", "UNKNOWN", "ADMIN", "EXECUTE"}
 )
 
+#: statements besides its approved one that dbward's executor session may run when the
+#: user's own policy allows them: session settings its driver sends on connect
+EXECUTOR_SETUP_KINDS = frozenset({"SET"})
+
 
 class CatalogInvalidator(Protocol):
     def invalidate(self, target: Target, database: str | None = None) -> None: ...
@@ -59,6 +63,11 @@ class ApprovalBroker(Protocol):
         self, session: SessionInfo, request_id: int, statement_id: str, outcome: StatementOutcome
     ) -> None:
         """Record the outcome of a statement run under an approved request."""
+        ...
+
+    def executes(self, session: SessionInfo) -> bool:
+        """Whether ``session`` is dbward's own executor running an approved request
+        (``approvals/executor.py``): every statement of it must take that request's use."""
         ...
 
 
@@ -191,8 +200,11 @@ class Gate:
                 "error:policy",
             )
         ticket = Ticket(id=f"{self._id_prefix}{next(self._ids):016x}", statement=statement, decision=decision)
-        if refuse is None and decision.approvable and not decision.allowed and self.approvals is not None:
-            ticket.decision = decision = await self._approval(session, statement, decision, ticket.id)
+        if refuse is None and self.approvals is not None:
+            if self.approvals.executes(session):
+                ticket.decision = decision = await self._executor(session, statement, decision, ticket.id)
+            elif decision.approvable and not decision.allowed:
+                ticket.decision = decision = await self._approval(session, statement, decision, ticket.id)
         await self._record(
             StatementDecided(
                 **_base(session),
@@ -248,6 +260,48 @@ class Gate:
             approval_request_id=str(rid) if use.consumed else None,
             kind=decision.kind,
             fingerprint=decision.fingerprint,
+        )
+
+    async def _executor(
+        self, session: SessionInfo, statement: Statement, decision: Decision, statement_id: str
+    ) -> Decision:
+        """dbward's executor runs one approved request per session: its statement takes the
+        request's use even where the user's grants would allow it (so the store knows it was
+        decided and it never runs twice), and anything else is refused but the session
+        settings its driver sends (``EXECUTOR_SETUP_KINDS``). An explicit deny stays final."""
+        assert self.approvals is not None
+        if not decision.allowed and not decision.approvable:
+            return decision
+        try:
+            use = await self.approvals.use_for(session, statement, statement_id)
+        except AuditUnavailable:
+            raise
+        except Exception:  # fail closed: without the use taken, the executor runs nothing
+            log.exception("dbward's executor could not take the use of its approved request")
+            return Decision.deny(
+                "denied: dbward's executor could not take the use of its approved request (the store "
+                "did not answer), so the statement was not run",
+                "error:approval",
+            )
+        if use.request_id is None:
+            if decision.allowed and decision.kind in EXECUTOR_SETUP_KINDS:
+                return decision  # the driver's session setup (PyMySQL's SET NAMES), as allowed
+            return Decision.deny(f"denied: {use.hint}", "error:approval")
+        rid = use.request_id
+        if use.consumed:
+            reason = f"allowed by approved request #{rid}, run by dbward's executor"
+        else:
+            reason = (
+                f"allowed to prepare: approved request #{rid} covers this statement; its execution uses it"
+            )
+        own = decision.allowed  # the user's own decision (masking, row limit) stays, plus the use
+        return replace(
+            decision,
+            effect=Effect.ALLOW,
+            reasons=(reason, *(decision.reasons if own else ())),
+            rule_ids=(f"approval:{rid}", *(decision.rule_ids if own else ())),
+            approval_request_id=str(rid) if use.consumed else None,
+            approvable=False,
         )
 
     async def masked(self, session: SessionInfo, ticket: Ticket, columns: list[dict[str, Any]]) -> None:

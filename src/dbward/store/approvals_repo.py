@@ -204,13 +204,13 @@ async def usable_sql(
 async def pending_sql(
     s: AsyncSession, *, requester: str, connection: str, digest: str
 ) -> list[ApprovalRequestRow]:
-    """Requests of ``requester`` for this statement that are not usable yet (pending, or
-    approved with a window that has not opened)."""
+    """Requests of ``requester`` for this statement that the client cannot use now (pending,
+    approved with a window that has not opened, scheduled, or being run by dbward)."""
     q = (
         select(ApprovalRequestRow)
         .where(
             ApprovalRequestRow.type == "sql",
-            ApprovalRequestRow.state.in_(["pending", "approved"]),
+            ApprovalRequestRow.state.in_(["pending", "approved", "executing"]),
             ApprovalRequestRow.requester == requester,
             ApprovalRequestRow.connection == connection,
             ApprovalRequestRow.digest == digest,
@@ -305,3 +305,147 @@ async def active_effects(s: AsyncSession, type_: str, now: datetime) -> list[App
         or_(ApprovalRequestRow.valid_until.is_(None), ApprovalRequestRow.valid_until > now),
     )
     return list((await s.execute(q.order_by(ApprovalRequestRow.id))).scalars())
+
+
+# ----------------------------------------------------------------------------- dbward's executor
+# The scheduled executor (``approvals/executor.py``) moves a request through
+#   state approved, execution_state NULL|done
+#     -> claim:    state executing, execution_state claimed   (before it connects)
+#     -> consume:  execution_state running, statement_id      (the gate took the use)
+#     -> finish:   state executed|failed|approved, execution_state done|unknown
+# Every step is one conditional UPDATE on the claim (``claimed_by``), so a node that lost its
+# claim (another node took over a stale one) cannot finish or consume it any more.
+
+
+async def due_scheduled(s: AsyncSession, now: datetime, limit: int = 50) -> list[ApprovalRequestRow]:
+    """Approved SQL requests whose ``scheduled_at`` has come, unclaimed, in their window."""
+    q = (
+        select(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.type == "sql",
+            ApprovalRequestRow.state == "approved",
+            ApprovalRequestRow.scheduled_at.is_not(None),
+            ApprovalRequestRow.scheduled_at <= now,
+            ApprovalRequestRow.execution_state.is_(None),
+            ApprovalRequestRow.uses_left > 0,
+            or_(ApprovalRequestRow.valid_until.is_(None), ApprovalRequestRow.valid_until > now),
+        )
+        .order_by(ApprovalRequestRow.scheduled_at, ApprovalRequestRow.id)
+        .limit(limit)
+    )
+    return list((await s.execute(q)).scalars())
+
+
+async def claim_execution(s: AsyncSession, request_id: int, *, claimer: str, now: datetime) -> bool:
+    """Claim an approved SQL request for dbward's executor; True when this caller got it."""
+    res = await s.execute(
+        update(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.id == request_id,
+            ApprovalRequestRow.type == "sql",
+            ApprovalRequestRow.state == "approved",
+            ApprovalRequestRow.uses_left > 0,
+            or_(ApprovalRequestRow.execution_state.is_(None), ApprovalRequestRow.execution_state == "done"),
+            or_(ApprovalRequestRow.valid_until.is_(None), ApprovalRequestRow.valid_until > now),
+        )
+        .values(
+            state="executing",
+            execution_state="claimed",
+            claimed_by=claimer,
+            claimed_at=now,
+            attempt=ApprovalRequestRow.attempt + 1,
+            version=ApprovalRequestRow.version + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(res, CursorResult)
+    return res.rowcount == 1
+
+
+async def renew_claim(s: AsyncSession, request_id: int, *, claimer: str, now: datetime) -> bool:
+    """The executing node's heartbeat on its claim; False when the claim is no longer its own."""
+    res = await s.execute(
+        update(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.id == request_id,
+            ApprovalRequestRow.state == "executing",
+            ApprovalRequestRow.claimed_by == claimer,
+        )
+        .values(claimed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(res, CursorResult)
+    return res.rowcount == 1
+
+
+async def executing(s: AsyncSession) -> list[ApprovalRequestRow]:
+    """Every request in the executor's hands (to find those whose claim went stale)."""
+    q = select(ApprovalRequestRow).where(ApprovalRequestRow.state == "executing")
+    return list((await s.execute(q.order_by(ApprovalRequestRow.id))).scalars())
+
+
+async def take_over(
+    s: AsyncSession, request_id: int, *, old_claimer: str, stale_before: datetime, claimer: str, now: datetime
+) -> bool:
+    """Take a claim whose holder stopped renewing it before ``stale_before``. Loses to the
+    holder's own renewal at the same moment, and to another node taking it over first."""
+    res = await s.execute(
+        update(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.id == request_id,
+            ApprovalRequestRow.state == "executing",
+            ApprovalRequestRow.claimed_by == old_claimer,
+            ApprovalRequestRow.claimed_at < stale_before,
+        )
+        .values(claimed_by=claimer, claimed_at=now, version=ApprovalRequestRow.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(res, CursorResult)
+    return res.rowcount == 1
+
+
+async def consume_claimed(
+    s: AsyncSession, request_id: int, *, claimer: str, statement_id: str, now: datetime
+) -> bool:
+    """The gate takes the use of a request claimed by dbward's executor (its only use per run)."""
+    res = await s.execute(
+        update(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.id == request_id,
+            ApprovalRequestRow.state == "executing",
+            ApprovalRequestRow.execution_state == "claimed",
+            ApprovalRequestRow.claimed_by == claimer,
+            ApprovalRequestRow.uses_left > 0,
+        )
+        .values(
+            uses_left=ApprovalRequestRow.uses_left - 1,
+            execution_state="running",
+            statement_id=statement_id,
+            executed_at=now,
+            version=ApprovalRequestRow.version + 1,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(res, CursorResult)
+    return res.rowcount == 1
+
+
+async def finish_execution(
+    s: AsyncSession, request_id: int, *, claimer: str, now: datetime, **changes: Any
+) -> bool:
+    """End the executor's hold on a request (``changes``: state, execution_state, outcome,
+    ...); False when the claim is not this caller's any more."""
+    res = await s.execute(
+        update(ApprovalRequestRow)
+        .where(
+            ApprovalRequestRow.id == request_id,
+            ApprovalRequestRow.state == "executing",
+            ApprovalRequestRow.claimed_by == claimer,
+        )
+        .values(**changes, version=ApprovalRequestRow.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(res, CursorResult)
+    return res.rowcount == 1

@@ -25,6 +25,9 @@ from tests.e2e.mysql.conftest import run
 from tests.e2e.postgres.conftest import pg_env
 from tests.integration.api.conftest import make_token
 
+# these tests change the sample rows for real: put them back after each
+pytestmark = pytest.mark.usefixtures("restore_customers")
+
 CAROL_PASSWORD = "carol-password-1"
 UPDATE = "UPDATE customers SET balance = 777.00 WHERE id = 3"
 

@@ -13,9 +13,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import pytest
+
 from dbward.store import repo
 from tests.conftest import MYSQL_HOST, MYSQL_PORT, MYSQL_UPSTREAM_PASSWORD, MYSQL_UPSTREAM_USER, mysql_root
 from tests.e2e.web.conftest import ARTIFACTS, WebNode
+
+# these tests change the sample rows for real: put them back after each
+pytestmark = pytest.mark.usefixtures("restore_customers")
 
 PASSWORDS = {
     "admin": "Admin-password-2026!",

@@ -24,6 +24,9 @@ from dbward.api.app import create_app
 from dbward.store import repo
 from tests.conftest import RunningNode, pg_dsn
 
+# these tests change the sample rows for real: put them back after each
+pytestmark = pytest.mark.usefixtures("restore_customers")
+
 BASE = "http://console"
 PASSWORDS = {
     "root": "Root-password-12!",

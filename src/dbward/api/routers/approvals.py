@@ -32,6 +32,7 @@ from dbward.api.schemas_approvals import (
     RequestOut,
     RequestPage,
 )
+from dbward.approvals.executor import ScheduledExecutor
 from dbward.approvals.model import ApprovalLine, RequestType
 from dbward.approvals.service import (
     AccessRequest,
@@ -41,7 +42,7 @@ from dbward.approvals.service import (
     SqlRequest,
     UnmaskRequest,
 )
-from dbward.errors import NotFoundError, ValidationError
+from dbward.errors import NotFoundError, UnsupportedFeature, ValidationError
 from dbward.identity.apitokens import scope_allows
 from dbward.store import approvals_repo
 
@@ -222,6 +223,23 @@ async def review_request(
     return await approvals_of(ctx).review(
         request_id, actor.username, body.comment, client_addr=actor.client_ip
     )
+
+
+@router.post("/requests/{request_id}/execute", response_model=RequestOut, status_code=202)
+async def execute_request(
+    request_id: int, ctx: ApiContext = Depends(get_ctx), actor: Actor = Depends(api_actor)
+) -> dict[str, Any]:
+    """The requester has dbward run their approved SQL request now, through this node's own
+    proxy as the requester (program ``dbward-scheduler``). Answers at once with the request
+    claimed (``state`` executing); its outcome is recorded on the request when it ends. A
+    scheduled request runs at its time, not before."""
+    _own(actor, True)
+    executor = getattr(ctx.node, "executor", None)
+    if not isinstance(executor, ScheduledExecutor):
+        raise UnsupportedFeature(
+            "Executing an approved request needs a running dbward node (`dbward up`); this API runs without one."
+        )
+    return await executor.execute_now(request_id, actor.username)
 
 
 @router.post("/callback", response_model=RequestOut)
