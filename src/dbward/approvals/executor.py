@@ -40,7 +40,6 @@ import os
 import re
 import secrets
 import socket
-import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -50,6 +49,7 @@ from dbward.approvals.service import ApprovalService, Execution, ExecutorRun
 from dbward.approvals.workflow import InvalidState
 from dbward.audit.store import AuditQuery, search
 from dbward.errors import NotFoundError, UnsupportedFeature
+from dbward.proxy.loopback import DialingLoop, endpoint_for, loopback_tls
 from dbward.wire import proxy_protocol
 
 if TYPE_CHECKING:
@@ -384,23 +384,8 @@ class ScheduledExecutor:
         protocol = target.engine.value
         if protocol not in ENGINES:
             raise UnsupportedFeature(f"the {protocol} proxy engine is not available in this build")
-        db = database or target.database or ""
-        for lst in self.proxy.listeners:
-            if lst.target is not None and lst.target.id == target.id:
-                return protocol, _loop_host(lst.host), lst.bound_port, db
-        for lst in self.proxy.listeners:
-            if lst.target is None and lst.protocol == protocol:
-                return (
-                    protocol,
-                    _loop_host(lst.host),
-                    lst.bound_port,
-                    f"{connection}/{db}" if db else connection,
-                )
-        port = self._loopback.get(target.id)
-        if port is None:
-            lst = await self.proxy.add_listener(protocol, "127.0.0.1", 0, target)
-            port = self._loopback[target.id] = lst.bound_port
-        return protocol, "127.0.0.1", port, db
+        host, port, db = await endpoint_for(self.proxy, target, database, self._loopback)
+        return protocol, host, port, db
 
     async def _dial(self, host: str, port: int, register: ExecutorRun | None) -> socket.socket:
         """A socket to our own listener; ``register``: its exact local address is announced to
@@ -475,13 +460,13 @@ class ScheduledExecutor:
             conn = await asyncpg.connect(
                 host=host,
                 port=port,
-                loop=_DialingLoop(asyncio.get_running_loop(), next_socket),
+                loop=DialingLoop(asyncio.get_running_loop(), next_socket),
                 user=ex.requester,
                 password=secret,
                 database=dbname or None,
                 # over TLS the proxy checks a cleartext password against every secret of the
                 # user, one-login tokens included (as for the console's editor)
-                ssl=_loopback_tls(),
+                ssl=loopback_tls(),
                 timeout=CONNECT_TIMEOUT,
                 statement_cache_size=0,
                 server_settings={"application_name": PROGRAM},
@@ -644,44 +629,6 @@ def _mysql_error(exc: Exception) -> tuple[int | None, str]:
     if len(args) >= 2 and isinstance(args[0], int):
         return args[0], str(args[1])
     return None, str(exc) or exc.__class__.__name__
-
-
-def _loop_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
-
-
-def _loopback_tls() -> ssl.SSLContext:
-    """TLS to our own listener over loopback: encrypted, the node's own certificate accepted."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class _DialingLoop:
-    """The running loop, except that ``create_connection`` uses a socket from ``dial``
-    (asyncpg has no socket factory, MagicStack/asyncpg#1054; as in ``web/editor.py``)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, dial: Callable[[], Awaitable[socket.socket]]) -> None:
-        self._loop = loop
-        self._dial = dial
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loop, name)
-
-    async def create_connection(
-        self,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
-        host: Any = None,
-        port: Any = None,
-        **kw: Any,
-    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-        sock = await self._dial()
-        try:
-            return await self._loop.create_connection(protocol_factory, sock=sock, **kw)
-        except BaseException:
-            sock.close()
-            raise
 
 
 __all__ = ["PROGRAM", "RunResult", "ScheduledExecutor"]

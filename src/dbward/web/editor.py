@@ -33,7 +33,6 @@ import ipaddress
 import logging
 import secrets
 import socket
-import ssl
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from typing import Any
 
 from dbward.api.context import ApiContext
 from dbward.errors import DbwardError, NotFoundError, UnsupportedFeature, UpstreamError
+from dbward.proxy.loopback import DialingLoop, endpoint_for, loopback_tls
 from dbward.store import repo
 from dbward.store.directory import target_from_row
 from dbward.wire import proxy_protocol
@@ -301,23 +301,8 @@ class EditorManager:
                 f"The {protocol} proxy engine is not available in this build yet, so the SQL editor "
                 f"cannot open {connection}."
             )
-        db = database or target.database or ""
-        for lst in node.proxy.listeners:
-            if lst.target is not None and lst.target.id == target.id:
-                return protocol, _loop_host(lst.host), lst.bound_port, db
-        for lst in node.proxy.listeners:
-            if lst.target is None and lst.protocol == protocol:
-                return (
-                    protocol,
-                    _loop_host(lst.host),
-                    lst.bound_port,
-                    f"{connection}/{db}" if db else connection,
-                )
-        port = self._loopback.get(target.id)
-        if port is None:
-            lst = await node.proxy.add_listener(protocol, "127.0.0.1", 0, target)
-            port = self._loopback[target.id] = lst.bound_port
-        return protocol, "127.0.0.1", port, db
+        host, port, db = await endpoint_for(node.proxy, target, database, self._loopback)
+        return protocol, host, port, db
 
     async def _dial(self, host: str, port: int, client: tuple[str, int]) -> socket.socket:
         """A socket connected to our own listener that has told it the browser's address.
@@ -366,13 +351,13 @@ class EditorManager:
                         port=port,
                         # asyncpg has no socket factory (MagicStack/asyncpg#1054), only a loop:
                         # this one dials with the PROXY header (also for its cancel requests)
-                        loop=_DialingLoop(asyncio.get_running_loop(), lambda: self._dial(host, port, client)),
+                        loop=DialingLoop(asyncio.get_running_loop(), lambda: self._dial(host, port, client)),
                         user=username,
                         password=secret,
                         database=dbname or None,
                         # Over TLS the proxy checks a cleartext password against every secret of the
                         # user (one-login tokens included); plain SCRAM only tries the first one.
-                        ssl=_loopback_tls(),
+                        ssl=loopback_tls(),
                         timeout=15,
                         statement_cache_size=0,
                         server_settings={"application_name": PROGRAM},
@@ -703,43 +688,6 @@ class EditorManager:
         self.results.clear()
 
 
-def _loopback_tls() -> ssl.SSLContext:
-    """TLS to our own listener over loopback: encrypted, the node's self-signed certificate accepted."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
-class _DialingLoop:
-    """The running event loop, except that ``create_connection`` uses a socket from ``dial``.
-
-    Handed to ``asyncpg.connect(loop=...)`` because asyncpg has no socket factory; every other
-    attribute is the real loop's, so futures, tasks and TLS belong to the real loop.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, dial: Callable[[], Awaitable[socket.socket]]) -> None:
-        self._loop = loop
-        self._dial = dial
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._loop, name)
-
-    async def create_connection(
-        self,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
-        host: Any = None,
-        port: Any = None,
-        **kw: Any,
-    ) -> tuple[asyncio.Transport, asyncio.BaseProtocol]:
-        sock = await self._dial()
-        try:
-            return await self._loop.create_connection(protocol_factory, sock=sock, **kw)
-        except BaseException:
-            sock.close()
-            raise
-
-
 def _same_family(host: str, port: int, client: tuple[str, int]) -> tuple[str, int]:
     """The PROXY header's destination: the listener, in the family of the client's address."""
     if ipaddress.ip_address(client[0]).version == ipaddress.ip_address(host).version:
@@ -756,10 +704,6 @@ def browser_address(ip: str, port: int = 0) -> tuple[str, int]:
             f"The SQL editor cannot tell the proxy your address ({ip!r} is not an IP address), so it "
             "cannot apply address-limited grants; check api.trusted_proxies and X-Forwarded-For."
         ) from None
-
-
-def _loop_host(host: str) -> str:
-    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
 def _is_closed(ec: EditorConn) -> bool:
