@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
 from dbward.approvals.model import ApprovalLine
+from dbward.approvals.service import line_from_row
 from dbward.declarative.schema import Item, SubjectRef
 from dbward.declarative.sections import Context, Path_, Reference, Section, register_section
 from dbward.sql.model import StatementKind
@@ -109,17 +110,7 @@ class ApprovalLines(Section):
     async def current(self, ctx: Context) -> dict[str, Item]:
         out: dict[str, Item] = {}
         for row in await approvals_repo.list_lines(ctx.session):
-            line = ApprovalLine.model_validate(
-                {
-                    "name": row.name,
-                    "priority": row.priority,
-                    "enabled": row.enabled,
-                    "match": row.match or {},
-                    "stages": row.stages or [],
-                    "allow_urgent": row.allow_urgent,
-                    "description": row.description or "",
-                }
-            )
+            line = line_from_row(row)
             out[row.name] = ApprovalLineItem.of(line)
         return out
 
