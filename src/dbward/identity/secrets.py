@@ -82,6 +82,16 @@ def scram_verifier(
     return ScramVerifier(salt=salt, stored_key=stored_key, server_key=server_key, iterations=iterations)
 
 
+def verify_scram_secret(verifier: ScramVerifier, secret: str) -> bool:
+    """Whether ``secret`` is the one ``verifier`` was made from (a cleartext password received
+    over TLS). Costs one PBKDF2 of the verifier's iterations, a few milliseconds, where argon2
+    costs a hundred: and it is no weaker, since the verifier alone already lets a client in
+    through SCRAM."""
+    salted = hashlib.pbkdf2_hmac("sha256", secret.encode(), verifier.salt, verifier.iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key)
+
+
 def make_verifiers(secret: str) -> SecretVerifiers:
     raw = secret.encode()
     return SecretVerifiers(

@@ -531,9 +531,9 @@ class MySQLSession:
                 return None
         else:  # a cleartext password over plain TCP is never accepted
             return None
-        if creds is None:
-            return None
-        return await asyncio.to_thread(verify_cleartext, creds, password.decode("utf-8", "replace"))
+        # an unknown user costs the same work, so the answer's timing does not reveal who exists
+        found = await asyncio.to_thread(verify_cleartext, creds, password.decode("utf-8", "replace"))
+        return found if creds is not None else None
 
     async def _resolve_target(self, hello: HandshakeResponse41) -> tuple[Target, str | None]:
         if self.target is not None:

@@ -18,7 +18,6 @@ it never awaits per message. Audit completions are awaited after each chunk is w
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import secrets
@@ -43,7 +42,7 @@ from dbward.errors import (
     StatementDenied,
     UnsupportedFeature,
 )
-from dbward.identity.secrets import ScramVerifier, hash_password, scram_verifier, verify_argon2
+from dbward.identity.secrets import ScramVerifier, scram_verifier
 from dbward.policy.model import Decision, Effect, MaskingPlan
 from dbward.proxy.engine import (
     ClientConnection,
@@ -455,11 +454,10 @@ class _Session:
             await self._send(m.Authentication(m.AUTH_CLEARTEXT).encode())
             body = await self._read_password_message()
             password = m.decode_password(body).password
-            if creds is None:
-                # same work as for a real user, so the answer's timing does not reveal who exists
-                await asyncio.to_thread(verify_argon2, _decoy_hash(), password)
-                return None
+            # an unknown user costs the same work, so the answer's timing does not reveal who exists
             found = await asyncio.to_thread(verify_cleartext, creds, password)
+            if creds is None:
+                return None
             return (creds, found) if found is not None else None
         # SCRAM-SHA-256 against the password, or the newest proxy token when there is no password.
         secret = creds.secrets[0] if creds is not None and creds.secrets else None
@@ -1537,11 +1535,6 @@ def _with_formats(fields: tuple[wrows.Field, ...], formats: tuple[int, ...]) -> 
         wrows.Field(f.name, f.table_oid, f.attnum, f.type_oid, f.type_size, f.type_mod, fmts[i])
         for i, f in enumerate(fields)
     )
-
-
-@functools.cache
-def _decoy_hash() -> str:
-    return hash_password(secrets.token_hex(16))
 
 
 def _quote_ident(name: str) -> str:
