@@ -39,6 +39,7 @@ BIN = ROOT / ".venv" / "bin"
 PG = ("127.0.0.1", 5432)
 MY = ("127.0.0.1", 3306)
 USER, PASSWORD = "bench", "bench-password-1"
+MASKED_USER = "bench_masked"  # the same grants, with one column of the stream masked
 UPSTREAM_USER, UPSTREAM_PASSWORD = "dbward_bench", "bench-upstream-1"
 PG_DB, MY_DB = "dbward_bench", "sbtest"
 PORTS = {"dbward-pg": 16432, "dbward-my": 13307, "pgbouncer": 16433, "socat": 13308}
@@ -108,6 +109,13 @@ def prepare_databases(scale: int, sb_rows: int) -> None:
         if not c.execute("SELECT 1 FROM pg_database WHERE datname=%s", (PG_DB,)).fetchone():
             c.execute(f"CREATE DATABASE {PG_DB} OWNER {UPSTREAM_USER}")
     sh(["pgbench", "-i", "-q", "-s", str(scale), "-h", PG[0], "-p", str(PG[1]), "-U", "postgres", PG_DB])
+    with psycopg.connect(f"host={PG[0]} port={PG[1]} user=postgres dbname={PG_DB}", autocommit=True) as c:
+        # the streaming runs read a real table, so that a masking rule can apply to a column
+        c.execute(
+            "CREATE TABLE IF NOT EXISTS stream_rows AS SELECT g AS id, md5(g::text) || md5((g+1)::text)"
+            " || repeat('x', 30) AS payload FROM generate_series(1, 1000000) g"
+        )
+        c.execute(f"ALTER TABLE stream_rows OWNER TO {UPSTREAM_USER}")
     m = pymysql.connect(host=MY[0], port=MY[1], user="root", password="", ssl_disabled=True, autocommit=True)
     with m.cursor() as cur:
         cur.execute("SELECT host FROM mysql.user WHERE user = ''")
@@ -117,6 +125,10 @@ def prepare_databases(scale: int, sb_rows: int) -> None:
         cur.execute(f"GRANT ALL PRIVILEGES ON *.* TO '{UPSTREAM_USER}'@'%'")
         cur.execute(f"DROP DATABASE IF EXISTS {MY_DB}")
         cur.execute(f"CREATE DATABASE {MY_DB}")
+        cur.execute(
+            f"CREATE TABLE {MY_DB}.stream_rows (id BIGINT PRIMARY KEY, payload VARCHAR(100))"
+            f" SELECT seq AS id, concat(md5(seq), md5(seq+1), repeat('x', 30)) AS payload FROM {MY_DB}.seq_1_to_1000000"
+        )
     m.close()
     sh([*sysbench_base("oltp_read_only", MY[1], "root", "", 1, sb_rows), "prepare"])
 
@@ -125,6 +137,8 @@ BENCH_POLICY = """\
 version: 1
 users:
   - username: {user}
+    password: env:DBWARD_BENCH_PASSWORD
+  - username: {masked_user}
     password: env:DBWARD_BENCH_PASSWORD
 connections:
   - name: bench-pg
@@ -158,6 +172,30 @@ grants:
     subject: user:{user}
     connection: bench-maria
     privileges: [read, write]
+  - name: bench-pg-masked
+    subject: user:{masked_user}
+    connection: bench-pg
+    privileges: [read]
+  - name: bench-maria-masked
+    subject: user:{masked_user}
+    connection: bench-maria
+    privileges: [read]
+# The streaming run's "dbward, one masked column" setup: the second user reads the same rows
+# with one column masked (a partial mask keeps the value's length, so the bytes are alike);
+# the first user is exempt, so every other run is unmasked.
+masking_rules:
+  - name: bench-mask-payload-pg
+    connection: bench-pg
+    table: stream_rows
+    column: payload
+    algorithm: partial:4:4
+    exempt: [user:{user}]
+  - name: bench-mask-payload-maria
+    connection: bench-maria
+    table: stream_rows
+    column: payload
+    algorithm: partial:4:4
+    exempt: [user:{user}]
 # A few query rules as a real deployment has them; regex rules read every statement's text.
 rules:
   - id: no-drop-database
@@ -211,6 +249,7 @@ def start_dbward(work: Path) -> Proc:
     policy.write_text(
         BENCH_POLICY.format(
             user=USER,
+            masked_user=MASKED_USER,
             pg_db=PG_DB,
             my_db=MY_DB,
             up_user=UPSTREAM_USER,
@@ -310,7 +349,8 @@ def pg_target(setup: str) -> tuple[int, str, dict[str, str]]:
         return PG[1], "postgres", plain
     if setup == "pgbouncer":
         return PORTS["pgbouncer"], "postgres", plain
-    return PORTS["dbward-pg"], USER, {"PGPASSWORD": PASSWORD, **plain}
+    user = MASKED_USER if setup == "dbward-masked" else USER
+    return PORTS["dbward-pg"], user, {"PGPASSWORD": PASSWORD, **plain}
 
 
 def run_pgbench(
@@ -354,8 +394,9 @@ def sysbench_base(test: str, port: int, user: str, password: str, threads: int, 
 
 
 def run_sysbench(test: str, threads: int, setup: str, duration: int, rows: int) -> tuple[int, float, int]:
-    if setup == "dbward":
-        port, user, password = PORTS["dbward-my"], USER, PASSWORD
+    if setup in ("dbward", "dbward-masked"):
+        port, password = PORTS["dbward-my"], PASSWORD
+        user = MASKED_USER if setup == "dbward-masked" else USER
     else:
         port, user, password = (MY[1] if setup == "direct" else PORTS["socat"]), "root", ""
     cmd = [
@@ -375,7 +416,7 @@ def run_sysbench(test: str, threads: int, setup: str, duration: int, rows: int) 
 
 def stream_pg(setup: str) -> float:
     port, user, env = pg_target(setup)
-    sql = "SELECT g, md5(g::text) || md5((g+1)::text) || repeat('x', 30) AS payload FROM generate_series(1, 1000000) g"
+    sql = "SELECT id, payload FROM stream_rows"
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -404,11 +445,12 @@ def stream_pg(setup: str) -> float:
 
 
 def stream_mysql(setup: str) -> float:
-    if setup == "dbward":
-        port, user, password = PORTS["dbward-my"], USER, PASSWORD
+    if setup in ("dbward", "dbward-masked"):
+        port, password = PORTS["dbward-my"], PASSWORD
+        user = MASKED_USER if setup == "dbward-masked" else USER
     else:
         port, user, password = (MY[1] if setup == "direct" else PORTS["socat"]), "root", ""
-    sql = "SELECT seq, concat(md5(seq), md5(seq+1), repeat('x', 30)) AS payload FROM seq_1_to_1000000"
+    sql = "SELECT id, payload FROM stream_rows"
     t0 = time.perf_counter()
     subprocess.run(
         [
@@ -654,7 +696,7 @@ def main() -> int:
                 dbw = procs["dbward"]
                 rss: list[int] = []
                 for _ in range(args.repeat):
-                    for setup in ("direct", "dbward"):
+                    for setup in ("direct", "dbward", "dbward-masked"):
                         stream["psql"].setdefault(setup, []).append(stream_pg(setup))
                         rss.append(rss_kib(dbw.pid))
                         stream["mariadb"].setdefault(setup, []).append(stream_mysql(setup))
