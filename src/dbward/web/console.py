@@ -445,7 +445,11 @@ def console_router() -> APIRouter:
         signed = await signed_in(request, admin=True)
         ctx = get_ctx(request)
         return render(
-            request, "admin/dashboard.html", signed, f=await figures(ctx.store), sessions=len(ctx.sessions)
+            request,
+            "admin/dashboard.html",
+            signed,
+            f=await figures(ctx.store),
+            sessions=len(await live_sessions(ctx)),  # every node's, like the sessions page
         )
 
     # ------------------------------------------------------------------ users and groups
