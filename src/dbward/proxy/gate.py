@@ -253,8 +253,12 @@ class Gate:
             )
         return Decision(
             effect=Effect.ALLOW,
-            reasons=(reason,),
-            rule_ids=(f"approval:{rid}",),
+            # the user's masking still applies: its sentences stay in the audit record
+            reasons=(reason, *(decision.masking.reasons if decision.masking is not None else ())),
+            rule_ids=(
+                f"approval:{rid}",
+                *(decision.masking.rule_ids if decision.masking is not None else ()),
+            ),
             masking=decision.masking,
             row_limit=decision.row_limit,
             approval_request_id=str(rid) if use.consumed else None,
