@@ -291,9 +291,9 @@ class ScheduledExecutor:
     async def _gate_record(self, ex: Execution, sid: str) -> Execution:
         """The request once the gate has recorded the statement's outcome on it.
 
-        The MySQL engine records a completion just after the client has its answer, so the
-        executor's client can be a moment ahead of that write; waiting for it keeps the two
-        writes of the request's outcome in order."""
+        Both engines write it before the client gets its answer, so this normally returns at
+        the first look; the wait is a safety net that keeps the two writes of the request's
+        outcome in order whatever the engine does."""
         try:
             async with asyncio.timeout(RECORD_WAIT):
                 while True:

@@ -251,6 +251,9 @@ class MySQLSession:
         self.no_backslash_escapes = False
         #: the sentence of the row-limit cut of the last statement, for ``SHOW WARNINGS``
         self.cut_warning: str | None = None
+        #: the last chunk of a response, held back until the statement's completion is recorded
+        #: (see :meth:`_forward`'s ``hold_last`` and :meth:`_release`)
+        self._held: bytes | None = None
         #: the masking plan of the last statement that read masked values and left warnings or
         #: an error on the target: from then on ``SHOW WARNINGS`` / ``SHOW ERRORS`` have their
         #: messages replaced (they can quote masked values, and the target keeps them across
@@ -886,8 +889,21 @@ class MySQLSession:
             ),
         )
 
-    async def _relay(self, scanner: ResponseScanner) -> None:
-        """Copy the target's response to the client until the scanner says it is complete."""
+    def _release(self) -> None:
+        """Send the final chunk :meth:`_forward` held back (``hold_last``), now that the
+        statement's completion has been handed to the audit journal (written in this loop
+        iteration) and an approved request's outcome written to the store, as the PostgreSQL
+        engine does: whoever reads a request's outcome right after the answer finds it."""
+        data, self._held = self._held, None
+        if data is None or self.writer is None:
+            return
+        if self.writer.transport.is_closing():
+            raise ConnectionResetError("the client connection was lost")
+        self.writer.write(data)
+
+    async def _relay(self, scanner: ResponseScanner, hold_last: bool = False) -> None:
+        """Copy the target's response to the client until the scanner says it is complete;
+        with ``hold_last`` the final chunk is kept in ``_held`` for :meth:`_release`."""
         assert self.upstream is not None and self.writer is not None and self.live is not None
         up = self.upstream.reader
         out = self.writer
@@ -904,8 +920,11 @@ class MySQLSession:
                     raise UpstreamError(f"the target sent a malformed response ({exc})") from exc
                 if out.transport.is_closing():  # uvloop raises RuntimeError on a closed transport
                     raise ConnectionResetError("the client connection was lost")
-                out.write(data)
                 live.touch()
+                if hold_last and scanner.done and not scanner.wants_infile:
+                    self._held = data
+                    break
+                out.write(data)
                 if scanner.wants_infile:
                     await out.drain()
                     await self._relay_infile()
@@ -917,7 +936,9 @@ class MySQLSession:
         finally:
             live.busy = False
 
-    async def _relay_rewritten(self, scanner: ResponseScanner, rewriter: ResponseRewriter) -> None:
+    async def _relay_rewritten(
+        self, scanner: ResponseScanner, rewriter: ResponseRewriter, hold_last: bool = False
+    ) -> None:
         """Like :meth:`_relay`, for a response dbward rewrites (masking, row limit): each chunk
         read is rewritten and written at once; the scanner follows what the client gets."""
         assert self.upstream is not None and self.writer is not None and self.live is not None
@@ -951,6 +972,14 @@ class MySQLSession:
                         ) from exc
                     if out.transport.is_closing():
                         raise ConnectionResetError("the client connection was lost")
+                    if hold_last and rewriter.done and not rewriter.wants_infile:
+                        if not scanner.done:
+                            raise UpstreamError(
+                                "dbward could not rewrite the target's response (it ended early)"
+                            )
+                        self._held = sent
+                        live.touch()
+                        break
                     out.write(sent)
                 live.touch()
                 if rewriter.wants_infile:
@@ -985,6 +1014,8 @@ class MySQLSession:
         kind: ResponseKind,
         tickets: tuple[Ticket, ...] = (),
         rewriter: ResponseRewriter | None = None,
+        *,
+        hold_last: bool = False,
     ) -> ResponseScanner:
         """Send the command up and relay its response (through ``rewriter`` when given);
         ``tickets`` are completed with an error when the exchange breaks off (client gone,
@@ -993,9 +1024,9 @@ class MySQLSession:
         scanner = ResponseScanner(kind, deprecate_eof=self.deprecate_eof)
         try:
             if rewriter is None:
-                await self._relay(scanner)
+                await self._relay(scanner, hold_last)
             else:
-                await self._relay_rewritten(scanner, rewriter)
+                await self._relay_rewritten(scanner, rewriter, hold_last)
         except (ConnectionError, OSError, asyncio.IncompleteReadError, DbwardError) as exc:
             why = exc.message if isinstance(exc, DbwardError) else "the client connection was lost"
             for t in tickets:
@@ -1025,17 +1056,20 @@ class MySQLSession:
             rewriter = self._rewriter(kind, policies)  # announces the masked columns' types
         if kind in (ResponseKind.EXECUTE, ResponseKind.PREPARE):
             self.cut_warning = None
-        scanner = await self._forward(payload, kind, (ticket,), rewriter)
+        scanner = await self._forward(payload, kind, (ticket,), rewriter, hold_last=True)
         masked, truncated = (
             self._audit_of(rewriter, 0, ticket) if kind is ResponseKind.EXECUTE else (None, False)
         )
-        await self._complete(
-            ticket,
-            scanner.results[0] if scanner.results else None,
-            scanner.bytes_seen,
-            masked=masked,
-            truncated=truncated,
-        )
+        try:
+            await self._complete(
+                ticket,
+                scanner.results[0] if scanner.results else None,
+                scanner.bytes_seen,
+                masked=masked,
+                truncated=truncated,
+            )
+        finally:
+            self._release()
         if kind is ResponseKind.EXECUTE:
             self._after_rewrite(rewriter)
             self._note_conditions(rewriter, [ticket])
@@ -1139,33 +1173,36 @@ class MySQLSession:
         )
         if not append:
             self.cut_warning = None
-        scanner = await self._forward(payload, ResponseKind.QUERY, tuple(tickets), rewriter)
-        if not append:
-            self._after_rewrite(rewriter)
-        results = scanner.results
-        sent: int = scanner.bytes_seen
-        self._note_conditions(rewriter, tickets)
-        for i, t in enumerate(tickets):
-            if i < len(results):
-                res = results[i]
-                if i == len(tickets) - 1 and len(results) > len(tickets):  # CALL: extra result sets
-                    extra = results[i:]
-                    res = ResultSummary(
-                        rows=sum(r.rows or 0 for r in extra)
-                        if any(r.rows is not None for r in extra)
-                        else None,
-                        affected=extra[-1].affected,
-                        error=next((r.error for r in extra if r.error), None),
+        scanner = await self._forward(payload, ResponseKind.QUERY, tuple(tickets), rewriter, hold_last=True)
+        try:
+            if not append:
+                self._after_rewrite(rewriter)
+            results = scanner.results
+            sent: int = scanner.bytes_seen
+            self._note_conditions(rewriter, tickets)
+            for i, t in enumerate(tickets):
+                if i < len(results):
+                    res = results[i]
+                    if i == len(tickets) - 1 and len(results) > len(tickets):  # CALL: extra result sets
+                        extra = results[i:]
+                        res = ResultSummary(
+                            rows=sum(r.rows or 0 for r in extra)
+                            if any(r.rows is not None for r in extra)
+                            else None,
+                            affected=extra[-1].affected,
+                            error=next((r.error for r in extra if r.error), None),
+                        )
+                    masked, truncated = self._audit_of(rewriter, i, t)
+                    await self._complete(t, res, sent if i == 0 else 0, masked=masked, truncated=truncated)
+                    db = use_target(t.statement.sql)
+                    if db is not None and res.error is None:
+                        self.info.database = db
+                else:
+                    await self._complete(
+                        t, None, 0, error="not run: an earlier statement in the same packet failed"
                     )
-                masked, truncated = self._audit_of(rewriter, i, t)
-                await self._complete(t, res, sent if i == 0 else 0, masked=masked, truncated=truncated)
-                db = use_target(t.statement.sql)
-                if db is not None and res.error is None:
-                    self.info.database = db
-            else:
-                await self._complete(
-                    t, None, 0, error="not run: an earlier statement in the same packet failed"
-                )
+        finally:
+            self._release()
 
     async def _com_stmt_prepare(self, payload: bytes) -> None:
         sql = payload[1:].decode("utf-8", "replace")
@@ -1229,9 +1266,12 @@ class MySQLSession:
         )
         if not self._runs(ticket):
             raise self._refusal(ticket)
-        scanner = await self._forward(payload, ResponseKind.SINGLE, (ticket,))
+        scanner = await self._forward(payload, ResponseKind.SINGLE, (ticket,), hold_last=True)
         res = scanner.results[0] if scanner.results else None
-        await self._complete(ticket, res, scanner.bytes_seen)
+        try:
+            await self._complete(ticket, res, scanner.bytes_seen)
+        finally:
+            self._release()
         if res is not None and res.error is None:
             self.info.database = db
 
