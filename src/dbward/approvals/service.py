@@ -559,10 +559,7 @@ class ApprovalService:
             if step.state is RequestState.APPROVED:
                 changes.update(decided_at=now, decided_by=actor)
                 changes.update(await self._effects(s, row, now))
-            if not await arepo.transition(s, row.id, row.version, **changes):
-                raise workflow.InvalidState(
-                    f"request #{row.id} changed while {actor} was approving it; look at it again"
-                )
+            await _transition(s, row, actor, "approving", **changes)
             await arepo.add_action(
                 s,
                 row.id,
@@ -649,12 +646,9 @@ class ApprovalService:
         async with self.store.transaction() as s:
             row, req = await self._load(s, request_id)
             step = workflow.reject(req, p, now)
-            if not await arepo.transition(
-                s, row.id, row.version, state=step.state.value, decided_at=now, decided_by=actor
-            ):
-                raise workflow.InvalidState(
-                    f"request #{row.id} changed while {actor} was rejecting it; look at it again"
-                )
+            await _transition(
+                s, row, actor, "rejecting", state=step.state.value, decided_at=now, decided_by=actor
+            )
             await arepo.add_action(
                 s, row.id, actor=actor, action="reject", stage=req.stage, comment=comment, via=via
             )
@@ -690,10 +684,7 @@ class ApprovalService:
                 await _drop_grant(s, row.effect_ref)
             elif row.type in ("unmask", "export") and row.state == "approved":
                 await repo.bump_policy_version(s)
-            if not await arepo.transition(s, row.id, row.version, **changes):
-                raise workflow.InvalidState(
-                    f"request #{row.id} changed while {actor} was cancelling it; look at it again"
-                )
+            await _transition(s, row, actor, "cancelling", **changes)
             await arepo.add_action(s, row.id, actor=actor, action="cancel", comment=comment, via=via)
             row = await arepo.require_request(s, row.id)
             await self._audit(row, "cancelled", actor=actor, comment=comment, client_addr=client_addr)
@@ -717,10 +708,7 @@ class ApprovalService:
         async with self.store.transaction() as s:
             row, req = await self._load(s, request_id)
             step = workflow.review(req, p)
-            if not await arepo.transition(s, row.id, row.version, state=step.state.value, review="done"):
-                raise workflow.InvalidState(
-                    f"request #{row.id} changed while {actor} was reviewing it; look at it again"
-                )
+            await _transition(s, row, actor, "reviewing", state=step.state.value, review="done")
             await arepo.add_action(s, row.id, actor=actor, action="review", comment=comment, via=via)
             row = await arepo.require_request(s, row.id)
             await self._audit(row, "review", actor=actor, comment=comment, client_addr=client_addr)
@@ -1332,6 +1320,17 @@ def _check_schedule(details: SqlRequest, dialect: str, now: datetime, valid_unti
         raise ValidationError(
             "dbward's executor cannot send a MySQL statement with bound parameters as a prepared "
             "statement; schedule it with the values written in the statement"
+        )
+
+
+async def _transition(
+    s: AsyncSession, row: ApprovalRequestRow, actor: str, doing: str, **changes: Any
+) -> None:
+    """Apply a workflow step's changes if nobody changed the request since it was read
+    (optimistic concurrency on ``version``); otherwise refuse, saying so."""
+    if not await arepo.transition(s, row.id, row.version, **changes):
+        raise workflow.InvalidState(
+            f"request #{row.id} changed while {actor} was {doing} it; look at it again"
         )
 
 
