@@ -450,6 +450,7 @@ async def serve_node(
             listeners = await node.start_proxies()
         except OSError as exc:
             raise ConfigError(f"{exc.strerror}; {port_fix}") from exc
+        processes = await node.start_workers()
         p = settings.proxy
         table = Table(title="dbward listeners", show_lines=False)
         table.add_column("address")
@@ -498,6 +499,8 @@ async def serve_node(
                 f"web console and API: http://{settings.api.listen_host}:{api_server.port}/ "
                 f"(API under /api/v1, OpenAPI at /api/v1/openapi.json)"
             )
+        if processes > 1:
+            console.print(f"proxy processes: {processes} (proxy.workers), sharing every listener")
         console.print(f"audit journal: {settings.journal_path}")
         if banner_extra is not None:
             banner_extra()

@@ -44,6 +44,23 @@ class ProxySettings(_Strict):
     # Masking: how often a target's catalog (tables, columns, views) is read again while it is
     # in use; it is also read again right after DDL run through dbward.
     catalog_refresh_seconds: float = Field(default=60, gt=0)
+    # Processes that accept and relay client sessions: 1 runs everything in one process; more
+    # start worker processes that share the node's listeners, so the node uses that many CPU
+    # cores; 0 means one per CPU core. See docs/performance.md.
+    workers: int = Field(default=1, ge=0, le=64)
+
+    def worker_count(self) -> int:
+        """The number of proxy processes ``workers`` asks for (0: one per CPU core)."""
+        if self.workers:
+            return self.workers
+        import os
+
+        return max(
+            1,
+            min(
+                64, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            ),
+        )
 
 
 class ApiSettings(_Strict):

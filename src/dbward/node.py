@@ -34,6 +34,7 @@ from dbward.store.crypto import SecretBox, load_key
 from dbward.store.db import Store
 from dbward.store.directory import StoreDirectory
 from dbward.store.policy_source import StorePolicyProvider
+from dbward.workers import WorkerControl, WorkerPool, new_node_key
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ class Node:
     #: approved SQL requests run by dbward through this node's own proxy (approvals/executor.py)
     executor: ScheduledExecutor = field(init=False)
     _expiry_task: asyncio.Task[None] | None = field(init=False, default=None)
+    #: this process's part in the node's worker group, and the worker processes it started
+    #: (``proxy.workers`` above 1, see workers.py)
+    worker_control: WorkerControl | None = field(init=False, default=None)
+    workers: WorkerPool | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.ephemeral = EphemeralTokens()
@@ -124,7 +129,7 @@ class Node:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Node:
+    def from_settings(cls, settings: Settings, *, name: str | None = None) -> Node:
         box = SecretBox(load_key(settings.encryption_key, settings.key_file))
         store = Store.open(settings.resolved_store_url, box)
         key_path = settings.signing_key_path
@@ -133,7 +138,7 @@ class Node:
         else:
             log.warning("audit signing key %s is missing; generating a new one", key_path)
             key = generate_signing_key(key_path)
-        name = socket.gethostname()
+        name = name or socket.gethostname()
         journal = FileJournal(
             settings.journal_path,
             fsync=settings.audit.journal_fsync,
@@ -206,13 +211,41 @@ class Node:
                 opened.append(await self.proxy.add_listener(protocol, p.listen_host, port, None))
         return opened
 
+    async def start_workers(self) -> int:
+        """Start the worker processes ``proxy.workers`` asks for, sharing the listeners opened
+        so far (call after :meth:`start_proxies`); returns how many processes serve clients."""
+        count = self.settings.proxy.worker_count()
+        if count <= 1:
+            return 1
+        self.proxy.has_workers = True
+        control = WorkerControl(new_node_key(), 0, self.proxy)
+        await control.start()
+        self.worker_control = self.deps.workers = control
+        self.workers = WorkerPool(
+            settings=self.settings,
+            node_name=self.name,
+            node_key=control.node_key,
+            listeners=list(self.proxy.listeners),
+            count=count,
+        )
+        await self.workers.start()
+        return count
+
     def start_cluster(self) -> None:
         """Share this node's live sessions through the store and run kills asked of it."""
         self.cluster.start()
 
     async def stop(self, drain_timeout: float = 10.0) -> None:
+        # the workers drain their sessions while this process drains its own
+        workers = asyncio.create_task(self.workers.stop()) if self.workers is not None else None
         await self.executor.stop(drain_timeout)
         await self.proxy.drain(drain_timeout)
+        if workers is not None:
+            await workers
+            self.workers = None
+        if self.worker_control is not None:
+            await self.worker_control.stop()
+            self.worker_control = None
         await self.cluster.stop()
         if self._expiry_task is not None:
             self._expiry_task.cancel()

@@ -198,6 +198,41 @@ class EngineDeps:
     catalogs: TargetCatalogsView | None = None
     #: the key of masking's deterministic tokens (derived from the store's encryption key)
     masking_key: bytes = b""
+    #: the node's other worker processes (``workers.py``); None when the node is one process
+    workers: WorkerPeers | None = None
+
+
+#: at most this many processes per node; numbers naming sessions carry ``index = n % WORKER_SLOTS``
+WORKER_SLOTS = 64
+
+
+class WorkerPeers(Protocol):
+    """What an engine needs of its node's other worker processes (``workers.py``).
+
+    A node with ``proxy.workers`` above 1 runs that many processes accepting on the same
+    listeners, so a PostgreSQL CancelRequest or a MySQL ``KILL <id>`` may reach a process
+    other than the one holding the session. Numbers that name a session (PostgreSQL's cancel
+    process id, MySQL's connection id) carry the index of the process that issued them
+    (:meth:`stamp`), and a request for another process's session is handed to it."""
+
+    index: int
+
+    def stamp(self, number: int) -> int:
+        """``number`` changed so that :meth:`owner` of it is this process."""
+        ...
+
+    def owner(self, number: int) -> int:
+        """The index of the process that issued ``number``."""
+        ...
+
+    async def cancel(self, owner: int, pid: int, secret: bytes) -> None:
+        """Hand a PostgreSQL CancelRequest to process ``owner``."""
+        ...
+
+    async def kill(self, owner: int, connection_id: int, user: str, *, whole: bool) -> str | None:
+        """Ask process ``owner`` to kill (``whole``) or cancel the statement of its MySQL session
+        ``connection_id`` of ``user``; None when done, else why not (a sentence)."""
+        ...
 
 
 class TargetCatalogsView(Protocol):

@@ -68,17 +68,22 @@ async def endpoint_for(
 ) -> tuple[str, int, str]:
     """Host, port and database name to reach ``target`` through this node's own proxy: its
     own listener, else a shared port of its protocol (routing by ``connection/db``), else a
-    loopback listener opened for it now (remembered in ``opened``, by target id)."""
+    loopback listener opened for it now (remembered in ``opened``, by target id).
+
+    When the node runs worker processes, its listeners' connections may be accepted by any of
+    them, and only this process knows the session's one-login token and its PROXY v2 trust;
+    so those listeners are passed over and a private loopback listener is used instead."""
     protocol = target.engine.value
     db = database or target.database or ""
-    for lst in proxy.listeners:
+    ours = [lst for lst in proxy.listeners if not (lst.shared and proxy.has_workers)]
+    for lst in ours:
         if lst.target is not None and lst.target.id == target.id:
             return loopback_host(lst.host), lst.bound_port, db
-    for lst in proxy.listeners:
+    for lst in ours:
         if lst.target is None and lst.protocol == protocol:
             return loopback_host(lst.host), lst.bound_port, f"{target.name}/{db}" if db else target.name
     port = opened.get(target.id)
     if port is None:
-        lst = await proxy.add_listener(protocol, "127.0.0.1", 0, target)
+        lst = await proxy.add_listener(protocol, "127.0.0.1", 0, target, shared=False)
         port = opened[target.id] = lst.bound_port
     return "127.0.0.1", port, db

@@ -51,11 +51,13 @@ from dbward.errors import (
 )
 from dbward.policy.model import Effect, MaskingPlan
 from dbward.proxy.engine import (
+    WORKER_SLOTS,
     ClientConnection,
     EngineDeps,
     LiveSession,
     StoredSecret,
     UserCredentials,
+    WorkerPeers,
     register,
     session_lifecycle,
     verify_cleartext,
@@ -201,6 +203,29 @@ class MySQLEngine:
         #: live sessions by the connection id dbward gave them in its greeting
         self.by_connection_id: dict[int, MySQLSession] = {}
 
+    def new_connection_id(self, workers: WorkerPeers | None) -> int:
+        """The connection id of a new session's greeting: above every target thread id and,
+        with worker processes, naming this process (``workers.py``)."""
+        n = next(self._ids)
+        if workers is None:
+            return n
+        return DBWARD_ID_BASE + workers.stamp((n - DBWARD_ID_BASE) * WORKER_SLOTS)
+
+    async def kill_local(self, connection_id: int, user: str, *, whole: bool) -> str | None:
+        """``KILL [QUERY] <connection_id>`` on this process's session of ``user``: None when done,
+        else why not."""
+        other = self.by_connection_id.get(connection_id)
+        owner = other.info.principal.username if other is not None and other.info is not None else None
+        if other is None or owner != user:
+            return (
+                f"connection {connection_id} is not a live dbward session of user {user} on this dbward node"
+            )
+        if whole:
+            await other._kill(f"killed with KILL {connection_id} by the same user")
+        elif other.live is not None and other.live.busy:
+            await other._kill_upstream_query()
+        return None
+
     def rsa(self) -> auth.RsaKeyPair:
         if self._rsa is None:
             self._rsa = auth.RsaKeyPair()
@@ -234,7 +259,7 @@ class MySQLSession:
         self.deps = deps
         self.loop = asyncio.get_running_loop()
         self.nonce = auth.new_nonce()
-        self.connection_id = next(engine._ids)
+        self.connection_id = engine.new_connection_id(deps.workers)
         self.seq = 0xFF  # the greeting (or an error instead of it) has sequence id 0
         self.tls = False
         self.capabilities = 0
@@ -1086,19 +1111,15 @@ class MySQLSession:
         )
         if not self._runs(ticket):
             raise self._refusal(ticket)
-        other = self.engine.by_connection_id.get(connection_id)
-        owner = other.info.principal.username if other is not None and other.info is not None else None
-        if other is None or owner != self.info.principal.username:
-            error = (
-                f"connection {connection_id} is not a live dbward session of user "
-                f"{self.info.principal.username} on this dbward node"
-            )
+        user = self.info.principal.username
+        workers = self.deps.workers
+        if workers is not None and (owner := workers.owner(connection_id)) != workers.index:
+            error = await workers.kill(owner, connection_id, user, whole=whole)  # another process's
+        else:
+            error = await self.engine.kill_local(connection_id, user, whole=whole)
+        if error is not None:
             await self._complete(ticket, None, 0, error=error)
             raise ValidationError(f"KILL refused: {error}")
-        if whole:
-            await other._kill(f"killed with KILL {connection_id} by the same user")
-        elif other.live is not None and other.live.busy:
-            await other._kill_upstream_query()
         self.send(OKPacket(status=self.upstream.status if self.upstream else 2).encode())
         await self._complete(ticket, ResultSummary(affected=0), 0)
 

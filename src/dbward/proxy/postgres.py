@@ -50,6 +50,7 @@ from dbward.proxy.engine import (
     LiveSession,
     StoredSecret,
     UserCredentials,
+    WorkerPeers,
     register,
     session_lifecycle,
     verify_cleartext,
@@ -196,13 +197,28 @@ class PostgresEngine:
     async def serve(self, client: ClientConnection, deps: EngineDeps) -> None:
         await _Session(self, client, deps).run()
 
-    def issue_keys(self, route: CancelRoute, key_length: int) -> tuple[int, bytes]:
+    def issue_keys(
+        self, route: CancelRoute, key_length: int, workers: WorkerPeers | None = None
+    ) -> tuple[int, bytes]:
+        """Cancel keys for a new session; with worker processes, the process id names this one."""
         while True:
             pid = secrets.randbelow(0x7FFFFFFF - 1) + 1
+            if workers is not None:
+                pid = workers.stamp(pid)
+                if pid > 0x7FFFFFFF:
+                    continue
             secret = secrets.token_bytes(key_length)
             if (pid, secret) not in self.cancel_keys:
                 self.cancel_keys[(pid, secret)] = route
                 return pid, secret
+
+    async def cancel_local(self, pid: int, secret: bytes) -> None:
+        """Cancel the running statement of this process's session with these keys, if any."""
+        route = self.cancel_keys.get((pid, secret))
+        if route is None:
+            log.info("cancel request with unknown keys ignored")
+            return
+        await send_cancel(route)
 
 
 class _Session:
@@ -426,11 +442,11 @@ class _Session:
         return packet
 
     async def _forward_cancel(self, req: m.CancelRequest) -> None:
-        route = self.engine.cancel_keys.get((req.pid, req.secret))
-        if route is None:
-            log.info("cancel request with unknown keys ignored")
+        workers = self.deps.workers
+        if workers is not None and (owner := workers.owner(req.pid)) != workers.index:
+            await workers.cancel(owner, req.pid, req.secret)  # another process's session
             return
-        await send_cancel(route)
+        await self.engine.cancel_local(req.pid, req.secret)
 
     # ------------------------------------------------------------------ authentication
     async def _read_password_message(self) -> bytes:
@@ -591,7 +607,7 @@ class _Session:
                 status = m.decode_backend(frame.type[0], up.startup_frames[frame.body_start : frame.end])
                 assert isinstance(status, m.ParameterStatus)
                 self._parameter(status.name, status.value)
-        pid, key = self.engine.issue_keys(self.route, 32 if self.minor >= 2 else 4)
+        pid, key = self.engine.issue_keys(self.route, 32 if self.minor >= 2 else 4, self.deps.workers)
         self.my_keys = (pid, key)
         await self._send(
             m.Authentication(m.AUTH_OK).encode()

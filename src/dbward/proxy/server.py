@@ -35,6 +35,8 @@ class Listener:
     task: asyncio.Task[None] | None = None
     #: this process's claim on the port (see :func:`bind_listening_socket`)
     claim: socket.socket | None = None
+    #: accepted on by the node's worker processes too (see ``node.py``)
+    shared: bool = True
 
     @property
     def bound_port(self) -> int:
@@ -131,6 +133,8 @@ class ProxyServer:
     deps: EngineDeps
     listeners: list[Listener] = field(default_factory=list)
     local_dialers: LocalDialers = field(default_factory=LocalDialers)
+    #: the node runs worker processes that accept on its shared listeners too (``node.py``)
+    has_workers: bool = False
     _conn_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _engines: dict[str, Engine] = field(default_factory=dict)
 
@@ -148,13 +152,36 @@ class ProxyServer:
             self._engines[protocol] = cls()
         return self._engines[protocol]
 
-    async def add_listener(self, protocol: str, host: str, port: int, target: Target | None) -> Listener:
+    async def add_listener(
+        self, protocol: str, host: str, port: int, target: Target | None, *, shared: bool = True
+    ) -> Listener:
+        """Listen on ``host:port`` for ``protocol`` (``target``: a per-connection listener).
+
+        ``shared``: the node's worker processes accept on this socket too (``node.py``); the
+        private listeners of the node's own loopback sessions are not shared."""
         self.engine(protocol)  # fail early when the engine is missing
         name = f"connection {target.name}" if target else f"the shared {protocol} port"
         sock, claim = bind_listening_socket(host, port, name)
         sock.listen(1024)
+        return self.adopt_listener(protocol, host, port, target, sock, claim=claim, shared=shared)
+
+    def adopt_listener(
+        self,
+        protocol: str,
+        host: str,
+        port: int,
+        target: Target | None,
+        sock: socket.socket,
+        *,
+        claim: socket.socket | None = None,
+        shared: bool = True,
+    ) -> Listener:
+        """Accept on an already listening socket (a worker process's copy of its node's)."""
+        self.engine(protocol)
         sock.setblocking(False)
-        lst = Listener(protocol=protocol, host=host, port=port, target=target, sock=sock, claim=claim)
+        lst = Listener(
+            protocol=protocol, host=host, port=port, target=target, sock=sock, claim=claim, shared=shared
+        )
         lst.task = asyncio.create_task(self._accept_loop(lst), name=f"listener-{protocol}-{lst.bound_port}")
         self.listeners.append(lst)
         log.info(
