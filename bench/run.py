@@ -236,10 +236,12 @@ class Proc:
                 self.popen.kill()
 
 
-def start_dbward(work: Path) -> Proc:
+def start_dbward(work: Path, workers: int = 0) -> Proc:
     data = work / "dbward"
     env = {
         **os.environ,
+        # proxy.workers: 0 is one proxy process per CPU core, as a production node runs
+        "DBWARD_PROXY__WORKERS": str(workers),
         "DBWARD_BENCH_PASSWORD": PASSWORD,
         "DBWARD_BENCH_UPSTREAM": UPSTREAM_PASSWORD,
         "DBWARD_LOG_LEVEL": "WARNING",
@@ -587,11 +589,11 @@ def markdown(report: Report) -> str:
 
 
 @contextlib.contextmanager
-def relays(work: Path, want: set[str]) -> Iterator[dict[str, Proc]]:
+def relays(work: Path, want: set[str], workers: int = 0) -> Iterator[dict[str, Proc]]:
     procs: dict[str, Proc] = {}
     try:
         if "dbward" in want:
-            procs["dbward"] = start_dbward(work)
+            procs["dbward"] = start_dbward(work, workers)
         if "pgbouncer" in want:
             procs["pgbouncer"] = start_pgbouncer(work)
         if "socat" in want:
@@ -612,6 +614,9 @@ def main() -> int:
     )
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument(
+        "--workers", type=int, default=0, help="dbward's proxy.workers (0: one process per CPU core)"
+    )
     args = ap.parse_args()
     if args.quick:
         args.duration, args.clients = min(args.duration, 3), "1,8"
@@ -628,7 +633,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dbward-bench-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
-        with relays(work, {"dbward", "pgbouncer", "socat"}) as procs:
+        with relays(work, {"dbward", "pgbouncer", "socat"}, args.workers) as procs:
             if "pg" in suites:
                 for workload in ("select-only", "select-1"):
                     for mode in ("simple", "prepared"):
