@@ -118,6 +118,22 @@ async def test_postgres_catalog(pg_db: None, catalogs: TargetCatalogs) -> None:
     assert (await catalogs.catalog(session)).version == cat2.version  # same content, same version
 
 
+async def test_catalog_nowait_answers_only_from_a_fresh_catalog(
+    pg_db: None, catalogs: TargetCatalogs
+) -> None:
+    """The gate's synchronous path reads the catalog only when no target read is due."""
+    session = _session(_target("postgres"))
+    assert catalogs.catalog_nowait(session) is None and catalogs.loads == 0  # never read: wait for it
+    cat = await catalogs.catalog(session)
+    assert catalogs.catalog_nowait(session) is cat and catalogs.loads == 1
+    other = _session(_target("postgres"), DB)
+    assert catalogs.catalog_nowait(other) is cat
+    assert catalogs.watching(other) is cat  # a session answered synchronously is watched too
+    catalogs.invalidate(session.target, DB)  # DDL ran: the next decision must re-read it
+    assert catalogs.catalog_nowait(session) is None
+    assert (await catalogs.catalog(session)).version == cat.version and catalogs.loads == 2
+
+
 async def test_suspect_is_rate_limited(pg_db: None, catalogs: TargetCatalogs) -> None:
     session = _session(_target("postgres"))
     await catalogs.catalog(session)

@@ -91,3 +91,21 @@ async def test_store_policy_decides_and_reloads_on_change(store: Store) -> None:
         await repo.bump_policy_version(s)
     denied = await ev.decide_statement(session, Statement(sql="SELECT * FROM orders WHERE id = 1"))
     assert denied.effect is Effect.DENY and "rule:no-orders-star" in denied.rule_ids
+
+
+async def test_the_synchronous_path_serves_only_the_set_checked_within_the_interval(store: Store) -> None:
+    """``current_nowait`` (the gate's synchronous path): the set ``current`` would return
+    without asking the store, so a changed policy is never served from the cache for longer
+    than the version check interval, and never before the first load."""
+    async with store.transaction() as s:
+        await repo.create_user(s, store.box, "ivo", password="ivo-password-1")
+    provider = StorePolicyProvider(store, check_interval=3600)
+    assert provider.current_nowait() is None  # nothing loaded yet
+    ps = await provider.current()
+    assert provider.current_nowait() is ps
+    provider.invalidate()  # the check is due: the store must be asked again
+    assert provider.current_nowait() is None
+    assert await provider.current() is ps and provider.current_nowait() is ps
+    every_time = StorePolicyProvider(store, check_interval=0)
+    await every_time.current()
+    assert every_time.current_nowait() is None

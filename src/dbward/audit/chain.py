@@ -31,14 +31,28 @@ GENESIS = "0" * 64
 CHECKPOINT_TYPE = "audit.checkpoint"
 
 
+_CANONICAL = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
 def canonical(obj: dict[str, Any]) -> str:
     """Sorted keys, no whitespace, UTF-8. The hash covers the stored line itself, so readers
     never need to re-serialise; orjson only makes writing cheap (about 1 us an event)."""
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+    return orjson.dumps(obj, option=_CANONICAL, default=str).decode()
+
+
+def canonical_bytes(obj: dict[str, Any]) -> bytes:
+    """:func:`canonical` as the UTF-8 bytes written to the journal (no decoding and encoding
+    again on the journal's hot path)."""
+    return orjson.dumps(obj, option=_CANONICAL, default=str)
 
 
 def record_hash(line: str) -> str:
     return hashlib.sha256(line.encode()).hexdigest()
+
+
+def record_hash_bytes(line: bytes) -> str:
+    """:func:`record_hash` of a line already encoded."""
+    return hashlib.sha256(line).hexdigest()
 
 
 def checkpoint_message(chain: str, seq: int, hash_: str) -> bytes:

@@ -24,16 +24,35 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import sha256
 from pathlib import Path
 from typing import Any, Protocol
 
-from dbward.audit.chain import CHECKPOINT_TYPE, GENESIS, Signer, canonical, record_hash
+import orjson
+
+from dbward.audit.chain import (
+    CHECKPOINT_TYPE,
+    GENESIS,
+    Signer,
+    canonical,
+    canonical_bytes,
+    record_hash,
+    record_hash_bytes,
+)
 from dbward.audit.events import AuditEvent
 from dbward.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GENESIS", "AuditJournal", "AuditReceipt", "FileJournal", "MemoryJournal", "iter_records"]
+__all__ = [
+    "GENESIS",
+    "AuditJournal",
+    "AuditReceipt",
+    "FileJournal",
+    "MemoryJournal",
+    "SyncAuditJournal",
+    "iter_records",
+]
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,17 @@ class AuditJournal(Protocol):
     async def close(self) -> None: ...
 
 
+class SyncAuditJournal(AuditJournal, Protocol):
+    """A journal that can also record an event without awaiting (the gate's fast path looks
+    for ``append_now``; journals without it send every statement to the awaiting path)."""
+
+    def append_now(self, event: AuditEvent) -> AuditReceipt | None:
+        """Record ``event`` as :meth:`append` would, synchronously, and return its receipt;
+        or return None, having done nothing, when this journal cannot do that without
+        waiting (then await :meth:`append`). Raises :class:`AuditUnavailable` like it."""
+        ...
+
+
 class MemoryJournal:
     """A journal kept in memory, hash chain included; for tests and the gate benchmark."""
 
@@ -70,6 +100,9 @@ class MemoryJournal:
         return self.records
 
     async def append(self, event: AuditEvent) -> AuditReceipt:
+        return self.append_now(event)
+
+    def append_now(self, event: AuditEvent) -> AuditReceipt:
         rec = {"chain": self.chain, "seq": len(self.records) + 1, "prev": self._prev, **event.to_dict()}
         self._prev = record_hash(canonical(rec))
         self.records.append(rec)
@@ -183,10 +216,10 @@ class FileJournal:
         if not lines:
             self._seq, self._prev, self._size = 0, GENESIS, size
             return
-        last = lines[-1].decode()
-        rec = json.loads(last)
+        last = lines[-1]
+        rec = orjson.loads(last)
         self._seq = int(rec["seq"])
-        self._prev = record_hash(last)
+        self._prev = record_hash_bytes(last)
         self._size = size
 
     # -- appending -----------------------------------------------------------------------
@@ -199,7 +232,7 @@ class FileJournal:
             return self._append_written(event)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[AuditReceipt] = loop.create_future()
-        rec = event.to_dict()
+        rec = event.record()
         if self.node and not rec.get("node"):
             rec["node"] = self.node
         if self._soon:
@@ -209,10 +242,22 @@ class FileJournal:
             self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
         return await fut
 
+    def append_now(self, event: AuditEvent) -> AuditReceipt | None:
+        """durability "write": :meth:`append` without awaiting (it never waits in that mode),
+        for the gate's fast path. durability "fsync": None, nothing done (the caller awaits
+        :meth:`append`, which joins the group commit)."""
+        if self.durability != "write":
+            return None
+        if self._fd is None:
+            self.open()
+        if self._failure is not None:
+            raise self._failure
+        return self._append_written(event)
+
     def append_soon(self, event: AuditEvent) -> None:
         if self._fd is None:
             self.open()
-        rec = event.to_dict()
+        rec = event.record()
         if self.node and not rec.get("node"):
             rec["node"] = self.node
         self._soon.append(rec)
@@ -256,7 +301,7 @@ class FileJournal:
     def _append_written(self, event: AuditEvent) -> AuditReceipt:
         """durability "write": the record is in the OS (it survives a crash of dbward) when this
         returns; fsync follows within ``fsync_interval`` seconds, for all records written since."""
-        rec = event.to_dict()
+        rec = event.record()
         if self.node and not rec.get("node"):
             rec["node"] = self.node
         records = [*self._soon, rec] if self._soon else [rec]
@@ -317,13 +362,16 @@ class FileJournal:
             if os.fstat(self._fd).st_size != self._size:
                 self._sync_state()  # another process appended since our last write
             seq, prev = self._seq, self._prev
-            checkpoint_line: str | None = None
-            lines: list[str] = []
+            chain = self.chain
+            checkpoint_line: bytes | None = None
+            lines: list[bytes] = []
             receipts: list[AuditReceipt] = []
             for rec in records:
                 seq += 1
-                line = canonical({"chain": self.chain, "seq": seq, "prev": prev, **rec})
-                prev = record_hash(line)
+                # the record's own dict (events have no such fields): no copy per record
+                rec["chain"], rec["seq"], rec["prev"] = chain, seq, prev
+                line = canonical_bytes(rec)
+                prev = sha256(line).hexdigest()
                 lines.append(line)
                 receipts.append(AuditReceipt(seq, prev))
             since = self._since_checkpoint + len(records)
@@ -345,15 +393,16 @@ class FileJournal:
                     "key_id": self.signer.key_id(),
                     "signature": self.signer.sign(self.chain, seq - 1, prev),
                 }
-                line = canonical(cp)
-                prev = record_hash(line)
+                line = canonical_bytes(cp)
+                prev = sha256(line).hexdigest()
                 lines.append(line)
                 checkpoint_line = line
                 since = 0
                 self._last_checkpoint = time.monotonic()
             if not lines:
                 return receipts
-            data = ("\n".join(lines) + "\n").encode()
+            lines.append(b"")
+            data = b"\n".join(lines)
             written = os.write(self._fd, data)
             if written != len(data):
                 raise OSError(28, "short write to the audit journal (disk full?)")
@@ -361,8 +410,8 @@ class FileJournal:
                 os.fsync(self._fd)
             if checkpoint_line is not None:
                 # Kept apart from the journal too, so cutting the journal's tail is visible.
-                with checkpoints_path(self.path).open("a") as cf:
-                    cf.write(checkpoint_line + "\n")
+                with checkpoints_path(self.path).open("ab") as cf:
+                    cf.write(checkpoint_line + b"\n")
             self._seq, self._prev = seq, prev
             self._size += len(data)
             self._since_checkpoint = since
@@ -407,13 +456,17 @@ def _lost_if_failed(fut: asyncio.Future[AuditReceipt]) -> None:
 
 
 def read_tail(fd: int, size: int) -> tuple[bytes, int]:
-    """The end of the file holding at least two newlines (or all of it), and where it starts."""
-    block = 65536
+    """The end of the file holding at least two newlines (or all of it), and where it starts.
+
+    Read in growing blocks from 4 KiB: a record is usually well under 1 KiB, and a journal
+    shared by several processes is re-read this way whenever another one appended."""
+    block = 4096
     start = max(0, size - block)
     while True:
         tail = os.pread(fd, size - start, start)
         if start == 0 or tail.count(b"\n") >= 2:
             return tail, start
+        block = min(block * 4, 1 << 20)
         start = max(0, start - block)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +35,31 @@ def _parse_time(value: Any) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+#: the columns the forwarder fills, in the order of its rows
+_COLUMNS = ("chain", "seq", "time", "type", "code", "user", "connection", "session_id", "effect", "line")
+
+
+def _sqlite_time(value: Any, process: Callable[[Any], Any]) -> Any:
+    """The stored form of a record's time on SQLite: ``process(_parse_time(value))``, with
+    the journal's own form (``2026-01-07T12:00:00.000123+00:00``) cut into SQLite's
+    (``2026-01-07 12:00:00.000123``, what SQLAlchemy's DATETIME writes) without building a
+    datetime and formatting it again; once the text is known to be a valid time."""
+    if (
+        type(value) is str
+        and len(value) == 32
+        and value[10] == "T"
+        and value[19] == "."
+        and value.endswith("+00:00")
+    ):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return f"{value[:10]} {value[11:26]}"
+    return process(_parse_time(value))
+
+
 class StoreForwarder:
     """Copies journal records into ``audit_events``; re-sent records are ignored (idempotent)."""
 
@@ -42,8 +67,30 @@ class StoreForwarder:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._insert: tuple[str, Callable[[Any], Any]] | None = None
+
+    def _sqlite_insert(self) -> tuple[str, Callable[[Any], Any]]:
+        """SQLite: the insert compiled once, and SQLAlchemy's bind processor of ``time`` (the
+        only column that has one there; checked, so a new one is never skipped)."""
+        if self._insert is None:
+            table: Any = AuditRecord.__table__
+            dialect = self.store.engine.dialect
+            ins = sqlite.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
+            compiled: Any = ins.compile(dialect=dialect, column_keys=list(_COLUMNS))
+            order = tuple(compiled.positiontup or ())
+            processors = {
+                name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in order
+            }
+            process_time = processors.pop("time", None)
+            if order != _COLUMNS or process_time is None or any(processors.values()):
+                raise RuntimeError(f"the audit insert on SQLite is not as expected ({order})")
+            self._insert = (str(compiled), process_time)
+        return self._insert
 
     async def send(self, batch: Batch) -> None:
+        if self.store.dialect != "postgresql":
+            await self._send_sqlite(batch)
+            return
         rows = [
             {
                 "chain": rec["chain"],
@@ -60,15 +107,35 @@ class StoreForwarder:
             for line, rec in batch
         ]
         table: Any = AuditRecord.__table__
-        ins: Any
-        if self.store.dialect == "postgresql":
-            ins = postgresql.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
-        else:
-            ins = sqlite.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
+        ins = postgresql.insert(table).on_conflict_do_nothing(index_elements=["chain", "seq"])
         # Core executemany on a connection, not the ORM session: this runs for every audit
         # event, and the ORM's per-row bookkeeping cost more CPU than the proxy itself.
         async with self.store.engine.begin() as conn:
             await conn.execute(ins, rows)
+
+    async def _send_sqlite(self, batch: Batch) -> None:
+        sql, process_time = self._sqlite_insert()
+        rows = [
+            (
+                rec["chain"],
+                int(rec["seq"]),
+                _sqlite_time(rec.get("time"), process_time),
+                str(rec.get("type", "")),
+                str(rec.get("code", "")),
+                rec.get("user"),
+                rec.get("connection"),
+                rec.get("session_id"),
+                rec.get("effect"),
+                line,
+            )
+            for line, rec in batch
+        ]
+        if not rows:
+            return
+        # One executemany of the driver in one transaction, with the rows as SQLAlchemy would
+        # bind them: its per-row parameter processing in Python cost as much as the inserts.
+        async with self.store.engine.begin() as conn:
+            await conn.exec_driver_sql(sql, rows)
 
     async def close(self) -> None:
         return None

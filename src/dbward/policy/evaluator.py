@@ -29,8 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from dbward.domain import Principal, SessionInfo, Statement, Target
 from dbward.masking.plan import CompiledMasking, MaskingView, plan_masking, writes_data
@@ -56,10 +57,26 @@ K = StatementKind
 Clock = Callable[[], datetime]
 
 DECISION_CACHE_SIZE = 16384
+#: texts whose exact and regex rule matches are remembered (per compiled policy)
+TEXT_MATCH_MEMO_SIZE = 8192
 
 
 class PolicySetProvider(Protocol):
+    """Where the evaluator gets the current policy set.
+
+    A provider may also offer ``current_nowait() -> PolicySet | None``: the set that
+    ``current()`` would return right now without waiting for anything (no store round trip
+    due), or None when ``current()`` has to look. Only with it can
+    :meth:`PolicyEvaluator.decide_cached` answer; see :class:`NowaitPolicySetProvider`."""
+
     async def current(self) -> PolicySet: ...
+
+
+class NowaitPolicySetProvider(PolicySetProvider, Protocol):
+    def current_nowait(self) -> PolicySet | None:
+        """What :meth:`current` would return now without awaiting anything, or None when it
+        would have to check its source first (then the caller takes the awaiting path)."""
+        ...
 
 
 class CatalogProvider(Protocol):
@@ -68,6 +85,13 @@ class CatalogProvider(Protocol):
     refreshes it when the target's schema changes."""
 
     async def catalog(self, session: SessionInfo) -> Catalog: ...
+
+
+class NowaitCatalogProvider(CatalogProvider, Protocol):
+    def catalog_nowait(self, session: SessionInfo) -> Catalog | None:
+        """What :meth:`catalog` would return now without awaiting anything (the catalog is
+        loaded and not stale), or None when it would have to read or wait first."""
+        ...
 
 
 class StaticCatalogProvider:
@@ -79,6 +103,9 @@ class StaticCatalogProvider:
     async def catalog(self, session: SessionInfo) -> Catalog:
         return self._catalog
 
+    def catalog_nowait(self, session: SessionInfo) -> Catalog | None:
+        return self._catalog
+
 
 class StaticPolicySetProvider:
     """A provider holding one policy set (tests, ``policy test``, ``policy explain``)."""
@@ -87,6 +114,9 @@ class StaticPolicySetProvider:
         self.policy_set = policy_set
 
     async def current(self) -> PolicySet:
+        return self.policy_set
+
+    def current_nowait(self) -> PolicySet | None:
         return self.policy_set
 
 
@@ -183,7 +213,13 @@ class CompiledPolicy:
         self._grant_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CGrant, ...]] = {}
         self._rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], tuple[_CRule, ...]] = {}
         self._conn_memo: dict[str, tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]] = {}
-        self._text_rule_memo: dict[tuple[str, frozenset[str], frozenset[str], str], bool] = {}
+        self._subjects: dict[tuple[str, frozenset[str], frozenset[str], str], _Subject] = {}
+        #: which exact and regex rules of one set (by index, see ``subject``) match one text
+        self._text_sets: dict[tuple[int, ...], int] = {}
+        self._text_matches: dict[tuple[int, str], tuple[str, ...]] = {}
+        #: (user, connection) pairs with approved unmask requests: their masking view depends
+        #: on the moment (a request's period), the others' only on who and from where
+        self._unmasked = frozenset((u.user, u.connection) for u in policy_set.unmasks)
 
     def _compile_grant(self, g: Grant) -> _CGrant:
         s = g.scope
@@ -234,15 +270,51 @@ class CompiledPolicy:
             self._rule_memo[key] = hit
         return hit
 
-    def has_text_rules(self, p: Principal, connection: str) -> bool:
-        """Whether an exact or regex rule could apply (then decisions depend on the text)."""
+    def subject(self, p: Principal, connection: str) -> _Subject:
+        """What deciding for ``p`` on ``connection`` needs, resolved once (see :class:`_Subject`)."""
         key = (p.username, p.groups, p.roles, connection)
-        hit = self._text_rule_memo.get(key)
+        hit = self._subjects.get(key)
         if hit is None:
-            hit = any(r.rule.match is not MatchType.FINGERPRINT for r in self.rules_for(p, connection))
-            if len(self._text_rule_memo) > 4096:
-                self._text_rule_memo.clear()
-            self._text_rule_memo[key] = hit
+            grants = self.grants_for(p, connection)
+            conditional = tuple(g for g in grants if not g.grant.conditions.empty)
+            text_rules = tuple(
+                r for r in self.rules_for(p, connection) if r.rule.match is not MatchType.FINGERPRINT
+            )
+            rules_key = tuple(id(r) for r in text_rules)  # the rules live as long as this object
+            text_set = self._text_sets.setdefault(rules_key, len(self._text_sets))
+            hit = _Subject(
+                grants=grants,
+                conditional=conditional,
+                ip_conditions=any(g.grant.conditions.client_ips for g in conditional),
+                text_rules=text_rules,
+                text_set=text_set,
+                masking=bool(self.masking) and bool(self.masking.for_connection(connection)),
+                timeless_masking=(p.username, connection) not in self._unmasked,
+            )
+            if len(self._subjects) > 4096:
+                self._subjects.clear()
+            self._subjects[key] = hit
+        return hit
+
+    def text_matches(self, subject: _Subject, a: Analysis) -> tuple[str, ...] | None:
+        """The ids of the subject's exact and regex rules matching the text, in rule order;
+        None when the subject has no such rule (then the text does not reach the decision)."""
+        rules = subject.text_rules
+        if not rules:
+            return None
+        key = (subject.text_set, a.sql)
+        hit = self._text_matches.get(key)
+        if hit is None:
+            sql = a.sql
+            hit = tuple(
+                r.rule.id
+                for r in rules
+                # a compiled regex is a regex rule's: search it here, the rest as evaluate() does
+                if (r.regex.search(sql) is not None if r.regex is not None else _rule_matches(r, a))
+            )
+            if len(self._text_matches) >= TEXT_MATCH_MEMO_SIZE:
+                self._text_matches.clear()  # all at once: cheaper than one by one, see analysis
+            self._text_matches[key] = hit
         return hit
 
     def connection_policy(self, name: str) -> tuple[ConnectionPolicy, tuple[re.Pattern[str], ...]]:
@@ -260,6 +332,60 @@ class CompiledPolicy:
     def needed_for(self, kind: StatementKind) -> str:
         names = [n for n in self.type_order if kind in self.types[n]]
         return names[0] if names else "a privilege type that includes " + kind.value
+
+
+@dataclass(slots=True, eq=False)
+class _Subject:
+    """What decisions for one (user with groups and roles, connection) need from a compiled
+    policy, resolved once: the grants that apply, those with conditions (whose outcome right
+    now is part of every decision's cache key), the exact and regex rules that read the text,
+    and whether masking rules apply. Compared by identity: in a cache key it stands for the
+    compiled policy, the user, their groups and roles, and the connection."""
+
+    grants: tuple[_CGrant, ...]
+    conditional: tuple[_CGrant, ...]
+    ip_conditions: bool
+    text_rules: tuple[_CRule, ...]
+    text_set: int
+    masking: bool
+    #: no approved unmask request for this user on the connection: the masking view then
+    #: depends on the client address alone, never on the moment
+    timeless_masking: bool
+    _clients: dict[str, IPv4Address | IPv6Address | None] = field(default_factory=dict)
+    _views: dict[str, MaskingView | None] = field(default_factory=dict)
+
+    def outcomes(self, now: datetime, host: str) -> tuple[bool, ...]:
+        """Whether each grant with conditions applies now from ``host`` (``_Live.outcomes``)."""
+        if not self.conditional:
+            return ()
+        client: IPv4Address | IPv6Address | None = None
+        if self.ip_conditions:
+            if host in self._clients:
+                client = self._clients[host]
+            else:
+                client = parse_ip(host)
+                if len(self._clients) > 1024:
+                    self._clients.clear()
+                self._clients[host] = client
+        return tuple(_condition_failure(g.grant, now, client, host) is None for g in self.conditional)
+
+    def view(
+        self, cp: CompiledPolicy, p: Principal, connection: str, host: str, now: datetime
+    ) -> MaskingView | None:
+        """``cp.masking.view(...)``, remembered by client address when it cannot change with
+        the moment."""
+        if not self.masking:
+            return None
+        if not self.timeless_masking:
+            return cp.masking.view(p, connection, host, now)
+        views = self._views
+        if host in views:
+            return views[host]
+        hit = cp.masking.view(p, connection, host, now)
+        if len(views) > 1024:
+            views.clear()
+        views[host] = hit
+        return hit
 
 
 # ---------------------------------------------------------------------------------------
@@ -608,7 +734,24 @@ def _search_path(session: SessionInfo) -> tuple[str, ...]:
     raw = session.attributes.get("search_path")
     if not raw:
         return ()
+    return _parse_search_path(raw)
+
+
+@lru_cache(maxsize=256)
+def _parse_search_path(raw: str) -> tuple[str, ...]:
     return tuple(p.strip().strip('"') for p in raw.split(",") if p.strip() and p.strip() != '"$user"')
+
+
+class _Lookup(NamedTuple):
+    """A statement as the decision cache sees it (``PolicyEvaluator._lookup``)."""
+
+    analysis: Analysis
+    key: tuple[object, ...]
+    now: datetime
+    subject: _Subject
+    mview: MaskingView | None
+    dialect: Literal["mysql", "postgres"]
+    database: str | None
 
 
 class PolicyEvaluator:
@@ -616,7 +759,8 @@ class PolicyEvaluator:
 
     Session attributes read: ``search_path`` (PostgreSQL, comma-separated) and
     ``server_version`` (MySQL executable comments). Decisions are cached; see
-    :meth:`_cache_key` for what the key holds and why.
+    :meth:`_lookup` for what the key holds and why, and :meth:`decide_cached` for the
+    synchronous lookup of the engines' hot path.
     """
 
     def __init__(
@@ -651,30 +795,116 @@ class PolicyEvaluator:
         cp = await self.compiled()
         return decide_connection(cp, principal, target.name, client_host, self._clock())
 
-    async def decide_statement(self, session: SessionInfo, statement: Statement) -> Decision:
-        cp = await self.compiled()
+    def _lookup(self, cp: CompiledPolicy, session: SessionInfo, statement: Statement) -> _Lookup:
         dialect: Literal["mysql", "postgres"] = (
             "mysql" if session.target.engine.value == "mysql" else "postgres"
         )
         database = statement.database if statement.database is not None else session.database
+        attributes = session.attributes
         a = analyze(
             statement.sql,
             dialect,
             database=database,
             search_path=_search_path(session),
-            server_version=session.attributes.get("server_version"),
+            server_version=attributes.get("server_version"),
         )
         principal = session.principal
         connection = session.target.name
+        host = session.client.host
         now = self._clock()
-        lv = _live_grants(cp.grants_for(principal, connection), now, session.client.host)
-        key = self._cache_key(cp, principal, connection, a, lv)
+        subject = cp.subject(principal, connection)
+        # The decision is a function of: the policy, who (user, groups, roles) and where
+        # (connection), all three in the subject; what (the analysis signature: kinds,
+        # qualified objects, flags and fingerprint; it already reflects database and
+        # search_path); the outcome of every grant condition right now (time windows,
+        # validity, client IP: a window closing or another client address gives another key,
+        # never a stale hit); and, when exact or regex rules could look at the text, which of
+        # them match it (the text reaches the decision only through them, so statements
+        # differing in literals still share it).
+        key: tuple[object, ...] = (
+            subject,
+            a.signature,
+            cp.text_matches(subject, a),
+            subject.outcomes(now, host),
+        )
         # Masking: only when a rule masks columns for this user on this connection (otherwise
-        # nothing below runs). The decision then also depends on the catalog and on the text as
-        # the lineage reads it (executable comments expanded, positional ORDER BY kept).
-        # (approved unmask requests valid now are in the view and in its key: a request's
-        # period ending gives another key, never a stale hit)
-        mview = cp.masking.view(principal, connection, session.client.host, now) if cp.masking else None
+        # nothing more is needed). The decision then also depends on the catalog and on the
+        # text as the lineage reads it (see _masking_key). Approved unmask requests valid now
+        # are in the view and in its key: a request's period ending gives another key.
+        mview = subject.view(cp, principal, connection, host, now)
+        return _Lookup(a, key, now, subject, mview, dialect, database)
+
+    def _masking_key(
+        self,
+        look: _Lookup,
+        session: SessionInfo,
+        statement: Statement,
+        catalog: Catalog | None,
+        catalog_error: str | None,
+    ) -> tuple[object, ...]:
+        mview = look.mview
+        assert mview is not None
+        need = catalog is None or mview.needs_lineage(look.analysis, catalog, look.database)
+        return (
+            *look.key,
+            mview.key,
+            catalog.version if catalog is not None else None,
+            catalog_error,
+            # the text as lineage reads it, only when lineage will read it: otherwise the
+            # analysis (in the key) already shows that no masked column can be reached
+            lineage_key(statement.sql, look.dialect, session.attributes.get("server_version"))
+            if need
+            else None,
+            look.database,
+            _search_path(session),
+        )
+
+    def decide_cached(self, session: SessionInfo, statement: Statement) -> Decision | None:
+        """The decision :meth:`decide_statement` would return, when it is in the cache and
+        can be found without awaiting anything; None otherwise (then await
+        :meth:`decide_statement`).
+
+        Exactly as strict as the awaiting path: the policy set must be the one the provider
+        would return now without checking its source (``current_nowait``) and the one this
+        evaluator compiled (a changed policy is never served from the cache); the key holds
+        the outcome of every grant condition at this moment, as there. May raise what the
+        analysis raises; the caller then takes the awaiting path, which fails closed."""
+        nowait = getattr(self._provider, "current_nowait", None)
+        if nowait is None:
+            return None
+        ps = nowait()
+        cp = self._compiled
+        if ps is None or cp is None or cp.policy_set is not ps:
+            return None
+        look = self._lookup(cp, session, statement)
+        key = look.key
+        if look.mview is not None:
+            catalog: Catalog | None = None
+            catalog_error: str | None = None
+            if self._catalog is None:
+                catalog_error = f"dbward has no catalog of connection {session.target.name}"
+            else:
+                get = getattr(self._catalog, "catalog_nowait", None)
+                if get is None:
+                    return None
+                catalog = get(session)
+                if catalog is None:
+                    return None
+            key = self._masking_key(look, session, statement, catalog, catalog_error)
+        hit = self._cache.get(key)
+        if hit is None:
+            return None
+        self.hits += 1
+        self._cache.move_to_end(key)
+        return hit
+
+    async def decide_statement(self, session: SessionInfo, statement: Statement) -> Decision:
+        cp = await self.compiled()
+        look = self._lookup(cp, session, statement)
+        a, now, mview, dialect, database = look.analysis, look.now, look.mview, look.dialect, look.database
+        principal = session.principal
+        connection = session.target.name
+        key = look.key
         catalog: Catalog | None = None
         catalog_error: str | None = None
         if mview is not None:
@@ -690,26 +920,14 @@ class PolicyEvaluator:
                     )
             else:
                 catalog_error = f"dbward has no catalog of connection {connection}"
-            need = catalog is None or mview.needs_lineage(a, catalog, database)
-            key = (
-                *key,
-                mview.key,
-                catalog.version if catalog is not None else None,
-                catalog_error,
-                # the text as lineage reads it, only when lineage will read it: otherwise the
-                # analysis (in the key) already shows that no masked column can be reached
-                lineage_key(statement.sql, dialect, session.attributes.get("server_version"))
-                if need
-                else None,
-                database,
-                _search_path(session),
-            )
+            key = self._masking_key(look, session, statement, catalog, catalog_error)
         hit = self._cache.get(key)
         if hit is not None:
             self.hits += 1
             self._cache.move_to_end(key)
             return hit
         self.misses += 1
+        lv = _live_grants(look.subject.grants, now, session.client.host)
         decision = evaluate(cp, principal, connection, a, session.client.host, now, _live=lv)
         if mview is not None and (decision.allowed or decision.approvable):
             masked = _masked_decision(
@@ -745,34 +963,6 @@ class PolicyEvaluator:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return decision
-
-    def _cache_key(
-        self, cp: CompiledPolicy, p: Principal, connection: str, a: Analysis, lv: _Live
-    ) -> tuple[object, ...]:
-        # The decision is a function of: the policy (version), who (user, groups, roles), where
-        # (connection), what (the analysis signature: kinds, qualified objects, flags and
-        # fingerprint; it already reflects database and search_path), the outcome of every
-        # grant condition right now (time windows, validity, client IP: a window closing or
-        # another client address gives another key, never a stale hit), and, when exact or
-        # regex rules could look at the text, which of them match it (the text reaches the
-        # decision only through them, so statements differing in literals still share it).
-        text_rules = cp.has_text_rules(p, connection)
-        return (
-            cp.version,
-            p.username,
-            p.groups,
-            p.roles,
-            connection,
-            a.signature,
-            tuple(
-                r.rule.id
-                for r in cp.rules_for(p, connection)
-                if r.rule.match is not MatchType.FINGERPRINT and _rule_matches(r, a)
-            )
-            if text_rules
-            else None,
-            lv.outcomes,
-        )
 
     async def wire_sources(self, session: SessionInfo) -> dict[str, ColumnMask]:
         """Every column of the session's catalog masked for its user, keyed by

@@ -164,13 +164,25 @@ class TargetCatalogs:
             self._entries[key] = entry
         return entry
 
-    async def catalog(self, session: SessionInfo) -> Catalog:
+    def _use(self, session: SessionInfo) -> _Entry:
         entry = self._entry(session)
         entry.last_used = time.monotonic()
         if session.id not in self._sessions:
             self._sessions[session.id] = self._key(session.target, session.database)
             if len(self._sessions) > MAX_SESSIONS:
                 self._sessions.popitem(last=False)
+        return entry
+
+    def catalog_nowait(self, session: SessionInfo) -> Catalog | None:
+        """What :meth:`catalog` would return without reading the target, or None when it
+        would read it (not loaded yet, or marked stale): the gate's synchronous path."""
+        entry = self._use(session)
+        if entry.stale or entry.catalog is None:
+            return None
+        return entry.catalog
+
+    async def catalog(self, session: SessionInfo) -> Catalog:
+        entry = self._use(session)
         if entry.stale or entry.catalog is None:
             async with entry.lock:
                 if entry.stale or entry.catalog is None:

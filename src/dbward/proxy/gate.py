@@ -178,6 +178,83 @@ class Gate:
             }
         await self._record(SessionRejected(**base, protocol=protocol, reason=reason, error_code=error_code))
 
+    def check_cached(self, session: SessionInfo, statement: Statement) -> Ticket | None:
+        """The synchronous fast path of :meth:`check`, for engines on their hot path.
+
+        Returns the ticket of a statement whose decision the policy already holds in its cache,
+        with the decision recorded in the journal before returning (exactly the record
+        :meth:`check` writes), or None when the caller must ``await check(...)`` instead: a
+        cache miss, anything involving approvals, a journal that cannot write synchronously, or
+        any doubt. It never raises for a policy problem (None sends the caller to the full
+        path, which fails closed and says why); it raises :class:`AuditUnavailable` like
+        :meth:`check` when the decision cannot be recorded."""
+        approvals = self.approvals
+        if approvals is not None and approvals.executes(session):
+            return None  # every statement of dbward's executor takes its request's use
+        decide_cached = getattr(self.policy, "decide_cached", None)
+        append_now = getattr(self.journal, "append_now", None)
+        if decide_cached is None or append_now is None:
+            return None
+        try:
+            decision: Decision | None = decide_cached(session, statement)
+        except Exception:  # the full path decides again, fails closed and says why
+            return None
+        if decision is None or (approvals is not None and decision.approvable and not decision.allowed):
+            return None  # not cached, or an approved request could lift the refusal
+        ticket = Ticket(id=f"{self._id_prefix}{next(self._ids):016x}", statement=statement, decision=decision)
+        event = self._decided(session, statement, ticket.id, decision)
+        try:
+            receipt = append_now(event)
+        except AuditUnavailable:
+            if self.fail_closed:
+                raise
+            log.warning("audit event %s lost: journal unavailable and audit.fail_closed is off", event.type)
+            return ticket
+        return ticket if receipt is not None else None
+
+    def complete_soon(self, session: SessionInfo, ticket: Ticket, outcome: StatementOutcome) -> bool:
+        """The synchronous fast path of :meth:`complete`: records the completion and returns
+        True, or returns False (having done nothing) when the caller must ``await complete``."""
+        decision = ticket.decision
+        if decision.approval_request_id is not None or decision.kind in SCHEMA_CHANGING_KINDS:
+            return False  # the request's outcome is recorded in the store; catalogs to re-read
+        duration = outcome.duration_ms or (time.perf_counter() - ticket.started) * 1000
+        self._record_soon(self._completed(session, ticket, outcome, duration))
+        return True
+
+    @staticmethod
+    def _decided(
+        session: SessionInfo, statement: Statement, statement_id: str, decision: Decision
+    ) -> StatementDecided:
+        return StatementDecided(
+            **_base(session),
+            statement_id=statement_id,
+            sql=statement.sql,
+            origin=statement.origin.value,
+            params=list(statement.params) if statement.params is not None else None,
+            effect=decision.effect.value,
+            reasons=list(decision.reasons),
+            rule_ids=list(decision.rule_ids),
+            kind=decision.kind,
+            fingerprint=decision.fingerprint,
+        )
+
+    @staticmethod
+    def _completed(
+        session: SessionInfo, ticket: Ticket, outcome: StatementOutcome, duration: float
+    ) -> StatementCompleted:
+        return StatementCompleted(
+            **_base(session),
+            statement_id=ticket.id,
+            rows=outcome.rows,
+            affected=outcome.affected,
+            bytes_sent=outcome.bytes_sent,
+            duration_ms=round(duration, 3),
+            error=outcome.error,
+            error_code=outcome.error_code,
+            truncated=outcome.truncated,
+        )
+
     async def check(
         self, session: SessionInfo, statement: Statement, *, refuse: Decision | None = None
     ) -> Ticket:
@@ -205,20 +282,7 @@ class Gate:
                 ticket.decision = decision = await self._executor(session, statement, decision, ticket.id)
             elif decision.approvable and not decision.allowed:
                 ticket.decision = decision = await self._approval(session, statement, decision, ticket.id)
-        await self._record(
-            StatementDecided(
-                **_base(session),
-                statement_id=ticket.id,
-                sql=statement.sql,
-                origin=statement.origin.value,
-                params=list(statement.params) if statement.params is not None else None,
-                effect=decision.effect.value,
-                reasons=list(decision.reasons),
-                rule_ids=list(decision.rule_ids),
-                kind=decision.kind,
-                fingerprint=decision.fingerprint,
-            )
-        )
+        await self._record(self._decided(session, statement, ticket.id, decision))
         return ticket
 
     async def _approval(
@@ -339,19 +403,7 @@ class Gate:
                 raise
             except Exception:  # the statement has run; its outcome on the request is lost, say so
                 log.exception("the outcome of approved request %s could not be recorded", rid)
-        self._record_soon(
-            StatementCompleted(
-                **_base(session),
-                statement_id=ticket.id,
-                rows=outcome.rows,
-                affected=outcome.affected,
-                bytes_sent=outcome.bytes_sent,
-                duration_ms=round(duration, 3),
-                error=outcome.error,
-                error_code=outcome.error_code,
-                truncated=outcome.truncated,
-            )
-        )
+        self._record_soon(self._completed(session, ticket, outcome, duration))
 
     async def close_session(
         self, session: SessionInfo, reason: str, statements: int, duration_ms: float

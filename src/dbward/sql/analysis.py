@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
+from operator import attrgetter
 from typing import Literal
 
 from sqlglot import exp
@@ -351,22 +352,52 @@ def analyze(
     Cached by exact arguments, and for plain statements also by their shape: OLTP traffic
     sends the same statement with other numbers (``WHERE id = 17``, ``= 18``), and those
     share one analysis (see :func:`plain_shape`)."""
-    sp = tuple(search_path)
+    sp = search_path if type(search_path) is tuple else tuple(search_path)
+    exact = (sql, dialect, database, sp, server_version)
+    hit = _PLAIN_EXACT.get(exact)
+    if hit is not None:  # a plain text seen before: no need to find its shape again
+        return hit
     shape = plain_shape(sql)
     if shape is None:
         return _analyze_cached(sql, dialect, database, sp, server_version)
     key = (shape, dialect, database, sp, server_version)
     hit = _BY_SHAPE.get(key)
     if hit is not None:
-        return hit if hit.sql == sql else replace(hit, sql=sql)
-    a = _analyze_cached(sql, dialect, database, sp, server_version)
-    if not a.statements:  # one statement: nothing but ``sql`` holds the literal values
-        if len(_BY_SHAPE) >= CACHE_SIZE:
-            _BY_SHAPE.pop(next(iter(_BY_SHAPE)))  # the oldest entry
-        _BY_SHAPE[key] = a
+        a = hit if hit.sql == sql else _with_sql(hit, sql)
+    else:
+        a = _analyze_cached(sql, dialect, database, sp, server_version)
+        if not a.statements:  # one statement: nothing but ``sql`` holds the literal values
+            if len(_BY_SHAPE) >= CACHE_SIZE:
+                _BY_SHAPE.pop(next(iter(_BY_SHAPE)))  # the oldest entry
+            _BY_SHAPE[key] = a
+    if len(_PLAIN_EXACT) >= CACHE_SIZE:
+        # all at once: popping the oldest of a dict one by one leaves a growing run of
+        # holes at its start for every next(iter(...)) to skip
+        _PLAIN_EXACT.clear()
+    _PLAIN_EXACT[exact] = a
     return a
 
 
+_ANALYSIS_FIELDS = tuple(f.name for f in fields(Analysis) if f.name != "sql")
+_get_fields = attrgetter(*_ANALYSIS_FIELDS)
+# the slots' own setters: a frozen dataclass refuses setattr, and dataclasses.replace (which
+# runs __init__ with every field as a keyword) costs several times as much on this hot path
+_set_fields = tuple(vars(Analysis)[name].__set__ for name in _ANALYSIS_FIELDS)
+_set_sql = vars(Analysis)["sql"].__set__
+
+
+def _with_sql(a: Analysis, sql: str) -> Analysis:
+    """``dataclasses.replace(a, sql=sql)``, without the cost of running ``__init__`` again."""
+    new: Analysis = object.__new__(Analysis)
+    for setter, value in zip(_set_fields, _get_fields(a), strict=True):
+        setter(new, value)
+    _set_sql(new, sql)
+    return new
+
+
+#: analyses of plain texts by their exact arguments (those of other texts are in
+#: :func:`_analyze_cached`'s cache), so that a repeated text skips :func:`plain_shape`
+_PLAIN_EXACT: dict[tuple[object, ...], Analysis] = {}
 #: analyses of plain statements by their shape (and the other arguments of :func:`analyze`)
 _BY_SHAPE: dict[tuple[object, ...], Analysis] = {}
 #: a quote, a comment, an escape, a dollar-quote or parameter, a placeholder, or NUL: the
@@ -397,6 +428,7 @@ def cache_clear() -> None:
     _analyze_cached.cache_clear()
     _SHAPES.clear()
     _BY_SHAPE.clear()
+    _PLAIN_EXACT.clear()
 
 
 @lru_cache(maxsize=CACHE_SIZE)

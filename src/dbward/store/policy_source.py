@@ -212,5 +212,14 @@ class StorePolicyProvider:
             self._checked = time.monotonic()
             return cur
 
+    def current_nowait(self) -> PolicySet | None:
+        """The set :meth:`current` would return now without asking the store, or None when it
+        must ask (not loaded yet, or the version check is due): the gate's synchronous path
+        serves cached decisions only while this is the set they were made with."""
+        cur = self._current
+        if cur is not None and time.monotonic() - self._checked < self.check_interval:
+            return cur
+        return None
+
     def invalidate(self) -> None:
         self._checked = 0.0

@@ -212,3 +212,44 @@ async def test_a_deferred_write_failure_fails_the_next_append_closed(tmp_path: P
     await asyncio.sleep(0)
     with pytest.raises(AuditUnavailable, match="cannot be written"):
         await j.append(_event(3))
+
+
+def test_an_event_is_written_as_its_dict_says() -> None:
+    """The journal serialises ``record()`` (a UTC time left for orjson to write); the line is
+    the one ``to_dict()`` gives, for times with and without a fraction and in another zone."""
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from dbward.audit.chain import canonical_bytes
+
+    for t in (
+        datetime.now(UTC),
+        datetime(2026, 1, 7, 12, 0, tzinfo=UTC),
+        datetime(2026, 1, 7, 12, 0, 0, 5, tzinfo=UTC),
+        datetime(2026, 1, 7, 12, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    ):
+        ev = StatementDecided(time=t, user="alice", sql="SELECT 1", reasons=["r"], params=[1, "x"])
+        assert canonical_bytes(ev.record()) == canonical(ev.to_dict()).encode()
+        assert ev.to_dict()["time"] == t.isoformat()
+
+
+async def test_writers_sharing_a_journal_resync_after_each_other_even_past_long_records(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    path = tmp_path / "journal.jsonl"
+    a = FileJournal(path, fsync=False, signer=Signer(key), node="a", durability="write", checkpoint_every=7)
+    b = FileJournal(path, fsync=False, signer=Signer(key), node="b", durability="write", checkpoint_every=7)
+    for i in range(20):
+        writer = a if i % 3 else b
+        sql = "SELECT " + "x" * (9000 if i % 4 == 0 else 10)  # some records longer than a read block
+        receipt = writer.append_now(StatementDecided(user="alice", sql=sql, statement_id=str(i)))
+        assert receipt is not None
+        assert (
+            receipt.seq == json.loads(_lines(path)[-1])["seq"]
+            or receipt.seq + 1 == json.loads(_lines(path)[-1])["seq"]
+        )
+    await a.close()
+    await b.close()
+    report = verify_lines(_lines(path), public_key=key.public_key())
+    assert report.ok, report.problems
+    ids = [json.loads(x).get("statement_id") for x in _lines(path)]
+    assert [i for i in ids if i is not None] == [str(i) for i in range(20)]

@@ -693,3 +693,19 @@ def test_a_shape_hit_keeps_database_and_dialect_apart() -> None:
     assert {x.obj.qualified for x in a.accesses} == {"db1.t"}
     assert {x.obj.qualified for x in b.accesses} == {"db2.t"}
     assert {x.obj.qualified for x in c.accesses} == {"public.t"}
+
+
+def test_a_text_sharing_a_shape_gets_the_analysis_with_its_own_text() -> None:
+    from dataclasses import replace
+
+    from dbward.sql import analysis as analysis_mod
+
+    analysis_mod.cache_clear()
+    a = analyze("SELECT abalance FROM pgbench_accounts WHERE aid = 17", "postgres", database="bench")
+    b = analyze("SELECT abalance FROM pgbench_accounts WHERE aid = 18", "postgres", database="bench")
+    assert b == replace(a, sql="SELECT abalance FROM pgbench_accounts WHERE aid = 18")
+    assert b.signature == a.signature and b.signature != 0
+    # a repeated text is served by its exact arguments, and only by them
+    assert analyze("SELECT abalance FROM pgbench_accounts WHERE aid = 18", "postgres", database="bench") is b
+    other = analyze("SELECT abalance FROM pgbench_accounts WHERE aid = 18", "postgres", database="other")
+    assert other is not b and other.sql == b.sql
