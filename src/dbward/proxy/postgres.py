@@ -11,13 +11,23 @@ an error -- it skips the rest of the pipeline until Sync, aborts an implicit tra
 answers ReadyForQuery with the right transaction status -- so ordering is right by
 construction, whatever the client pipelined before or after.
 
+After login the relay leaves asyncio streams: each connection's transport gets a
+protocol (``_Leg``) that hands what it receives to one ``_Pump`` per direction, which
+processes it inside the transport's callback. A statement whose decision the gate holds in
+its cache (``Gate.check_cached``), and its answer (``Gate.complete_soon``), thus cost no task,
+future or stream; only processing that has to wait (the gate's full path, approvals, the
+cancel gate of a cut result) goes on as a task, with later bytes queued behind it in order.
+Flow control pauses reading on one side while the other side's transport is full.
+
 The result path reads large chunks and only scans frame headers (see ``wire/postgres/framing``);
-it never awaits per message. Audit completions are awaited after each chunk is written.
+it never awaits per message. A chunk's completions reach the audit trail before the chunk is
+written to the client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import re
 import secrets
@@ -26,8 +36,9 @@ import ssl
 import struct
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from dbward.domain import SessionInfo, Statement, StatementOrigin, StatementOutcome, Target
 from dbward.errors import (
@@ -184,6 +195,194 @@ class _Completion:
     masked: list[dict[str, Any]] | None = None  # written as a MaskingApplied event first
 
 
+# --------------------------------------------------------------------------- the relay's legs
+class _Continuation:
+    """The rest of a coroutine that was started in a transport callback and had to wait:
+    awaited by a task, it hands the task what the coroutine waits on and drives it on from
+    there (what ``asyncio.eager_task_factory`` does in Python 3.12)."""
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, None], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, None, None]:
+        coro, step = self.coro, self.first
+        while True:
+            try:
+                yield step
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # the task's cancellation, passed on to the coroutine
+                try:
+                    step = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    step = coro.send(None)
+                except StopIteration:
+                    return
+
+
+class _InTask:
+    """Awaited before anything that may need a task of its own (``asyncio.timeout`` does, in
+    the policy's and the catalog's code): processing that started in a transport callback
+    goes on as a task from here; in a task already, it costs nothing."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        if asyncio.current_task() is None:
+            yield None  # a bare yield: the pump's driver moves the rest into a task
+
+
+_IN_TASK = _InTask()
+
+
+async def _resume(coro: Coroutine[Any, Any, None], first: Any) -> None:
+    await _Continuation(coro, first)
+
+
+class _Pump:
+    """One direction of the relay after login: the bytes one transport delivers, processed in
+    order by ``process``.
+
+    Processing starts eagerly, inside the transport's callback: the common case (a statement
+    with a cached decision, or its answer) runs to its end there, with no task, future or
+    stream in between. Only when processing has to wait (the gate's full path, the cancel
+    gate) does it go on as a task of the relay's TaskGroup; bytes that arrive meanwhile queue
+    behind it in order. The source transport stops reading while that queue is long or while
+    the transport written to cannot take more, so memory stays flat whatever the result size.
+    """
+
+    def __init__(
+        self,
+        session: _Session,
+        name: str,
+        process: Callable[[bytes], Awaitable[None]],
+        gone: type[Exception],
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.process = process
+        self.gone = gone
+        self.source: asyncio.Transport | None = None
+        self.queue = bytearray()  # bytes received while processing waited
+        self.eof = False
+        self.running = False
+        self.task: asyncio.Task[None] | None = None
+        self.sink_full = False  # the transport this direction writes to asked for a pause
+        self.paused = False
+
+    def feed(self, data: bytes) -> None:
+        if self.running:
+            self.queue += data
+            self._flow()
+        elif self.session.relaying:
+            self._drive(self._run(data))
+
+    def end(self) -> None:
+        if self.eof:
+            return
+        self.eof = True
+        if not self.running and self.session.relaying:
+            self._drive(self._run(b""))
+
+    def sink(self, full: bool) -> None:
+        self.sink_full = full
+        self._flow()
+
+    def _flow(self) -> None:
+        want = self.sink_full or len(self.queue) > CHUNK
+        src = self.source
+        if want != self.paused and src is not None and not src.is_closing():
+            self.paused = want
+            if want:
+                src.pause_reading()
+            else:
+                src.resume_reading()
+
+    async def _run(self, data: bytes) -> None:
+        self.running = True
+        try:
+            if data:
+                await self.process(data)
+            while True:
+                if self.queue:
+                    data = bytes(self.queue)
+                    self.queue.clear()
+                    self._flow()
+                    await self.process(data)
+                elif self.eof:
+                    raise self.gone()
+                else:
+                    return
+        except (ConnectionError, OSError):
+            raise self.gone() from None
+        finally:
+            self.running = False
+            self.task = None
+            self._flow()
+
+    def _drive(self, coro: Coroutine[Any, Any, None]) -> None:
+        session = self.session
+        try:
+            waiting = coro.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:
+            session.end_relay(exc)
+            return
+        tg = session.tg
+        try:
+            if tg is None:
+                raise RuntimeError("the relay has no task group")
+            self.task = tg.create_task(_resume(coro, waiting), name=self.name)
+        except RuntimeError:  # the relay is ending: nothing more is processed
+            coro.close()
+
+
+class _Leg(asyncio.Protocol):
+    """The protocol of one of the session's two transports once the relay runs (it replaces
+    the stream protocol of the login phase, which still hears of the connection's end so
+    that the streams close cleanly)."""
+
+    def __init__(self, pump: _Pump, writer: _Pump, previous: asyncio.BaseProtocol, *, tls: bool) -> None:
+        self.pump = pump  # processes what this transport receives
+        self.writer = writer  # writes into this transport
+        self.previous = previous
+        self.tls = tls
+        self.ctx = pump.session.ctx
+
+    def data_received(self, data: bytes) -> None:
+        self.ctx.run(self.pump.feed, data)
+
+    def eof_received(self) -> bool:
+        self.ctx.run(self.pump.end)
+        return not self.tls  # the session closes the transport (TLS transports close themselves)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ctx.run(self.pump.end)
+        self.previous.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.writer.sink(True)
+
+    def resume_writing(self) -> None:
+        self.writer.sink(False)
+
+
+def _take_buffered(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
+    """What a login-phase stream reader holds that nobody read yet, and whether it saw the end."""
+    held: bytearray = reader._buffer  # type: ignore[attr-defined]
+    data = bytes(held)
+    held.clear()
+    return data, reader.at_eof() or reader.exception() is not None
+
+
 # --------------------------------------------------------------------------- the engine
 @register
 class PostgresEngine:
@@ -262,6 +461,20 @@ class _Session:
         self.copy_in = False  # the target is in COPY FROM STDIN mode, where it ignores Sync
         self.relayed = 0  # bytes relayed to the client so far
         self.mark = 0  # value of ``relayed`` when the previous statement completed
+        # the relay (after login): one pump per direction over the two transports
+        self.ctx = contextvars.copy_context()
+        self.tg: asyncio.TaskGroup | None = None
+        self.relaying = False
+        self.relay_end: asyncio.Future[None] = self.loop.create_future()
+        self.front = _Pump(self, "pg-frontend", self._client_bytes, _ClientGone)
+        self.back = _Pump(self, "pg-backend", self._server_bytes, _UpstreamGone)
+        self.client_tr: asyncio.Transport | None = None
+        self.up_tr: asyncio.Transport | None = None
+        self.front_tail = bytearray()  # an incomplete client message, waiting for the rest
+        self.front_pass = 0  # bytes of a large CopyData still to relay as they come
+        self.back_tail = bytearray()
+        self.back_pass = 0
+        self.back_rows = 0  # rows counted since the last completion
 
     # ------------------------------------------------------------------ top level
     async def run(self) -> None:
@@ -654,9 +867,10 @@ class _Session:
     async def _relay(self) -> None:
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._frontend(), name="pg-frontend")
-                tg.create_task(self._backend(), name="pg-backend")
+                self.tg = tg
                 tg.create_task(self._watch(), name="pg-watch")
+                tg.create_task(self._relay_ended(), name="pg-relay")
+                self._start_legs()
         except* _ClientGone:
             pass
         except* _UpstreamGone:
@@ -668,66 +882,107 @@ class _Session:
             raise exc from None
         except* m.WireError as eg:
             raise ProtocolError(f"invalid message: {eg.exceptions[0]}") from None
+        finally:
+            self.relaying = False
+            if not self.relay_end.done():
+                self.relay_end.cancel()
+            elif not self.relay_end.cancelled():
+                self.relay_end.exception()  # retrieved (it may have lost the race to end the relay)
+
+    async def _relay_ended(self) -> None:
+        await self.relay_end
+
+    def end_relay(self, exc: Exception) -> None:
+        """End the relay with ``exc`` (raised by processing that ran in a transport callback)."""
+        self.relaying = False
+        if not self.relay_end.done():
+            self.relay_end.set_exception(exc)
+
+    def _start_legs(self) -> None:
+        """Move both connections from the login phase's streams to the relay's protocols."""
+        assert self.reader is not None and self.writer is not None and self.up is not None
+        self.ctx = contextvars.copy_context()  # the session's (its id is in the log lines)
+        client_tr = cast(asyncio.Transport, self.writer.transport)
+        up_tr = cast(asyncio.Transport, self.up.writer.transport)
+        client_data, client_eof = _take_buffered(self.reader)
+        up_data, up_eof = _take_buffered(self.up.reader)
+        self.client_tr, self.up_tr = client_tr, up_tr
+        self.front.source, self.back.source = client_tr, up_tr
+        self.relaying = True
+        client_tr.set_protocol(_Leg(self.front, self.back, client_tr.get_protocol(), tls=self.tls))
+        up_tr.set_protocol(_Leg(self.back, self.front, up_tr.get_protocol(), tls=self.up.tls))
+        for tr in (client_tr, up_tr):
+            if not tr.is_closing() and not tr.is_reading():
+                tr.resume_reading()  # a stream reader may have paused it
+        self.ctx.run(self._feed_leftovers, up_data, up_eof, client_data, client_eof)
+
+    def _feed_leftovers(self, up_data: bytes, up_eof: bool, client_data: bytes, client_eof: bool) -> None:
+        if up_data:
+            self.back.feed(up_data)
+        if up_eof:
+            self.back.end()
+        if client_data:
+            self.front.feed(client_data)
+        if client_eof:
+            self.front.end()
 
     def _set_busy(self) -> None:
         if self.live is not None:
             self.live.busy = self.units_sent > self.units_done
 
     # ---- client -> target
-    async def _frontend(self) -> None:
-        assert self.reader is not None and self.up is not None and self.live is not None
-        reader, up, live = self.reader, self.up.writer, self.live
-        buf = bytearray()
-        passthrough = 0  # bytes of a large CopyData still to relay as they come
-        try:
-            while True:
-                data = await reader.read(CHUNK)
-                if not data:
-                    raise _ClientGone()
-                live.touch()
-                if passthrough:
-                    take = min(passthrough, len(data))
-                    up.write(data[:take])
-                    passthrough -= take
-                    data = data[take:]
-                    if not data:
-                        await up.drain()
-                        continue
-                buf += data
-                out = bytearray()
-                pos, n = 0, len(buf)
-                while n - pos >= 5:
-                    t, length = _HDR.unpack_from(buf, pos)
-                    if length < 4 or length > m.MAX_MESSAGE:
-                        raise ProtocolError(f"the client sent a message of impossible length ({t!r})")
-                    end = pos + 1 + length
-                    if end > n:
-                        if t == b"d" and length > PASSTHROUGH_MIN:
-                            out += buf[pos:n]
-                            passthrough = end - n
-                            pos = n
-                        break
-                    if t in (b"d", b"c", b"f", b"H"):
-                        if t != b"d" and t != b"H":
-                            self.copy_in = False  # CopyDone / CopyFail end the client's COPY data
-                        out += buf[pos:end]
-                    elif t == b"X":
-                        out += buf[pos:end]
-                        up.write(bytes(out))
-                        await up.drain()
-                        raise _ClientGone()
-                    else:
-                        await self._handle(t, bytes(buf[pos + 5 : end]), bytes(buf[pos:end]), out)
-                    pos = end
-                del buf[:pos]
-                if out:
-                    if not self.cancel_gate.is_set():
-                        await self.cancel_gate.wait()
-                    up.write(bytes(out))
-                    self._set_busy()
-                    await up.drain()
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            raise _ClientGone() from None
+    async def _client_bytes(self, data: bytes) -> None:
+        """One read of the client's bytes: each message through the gate, then one write upstream."""
+        assert self.up_tr is not None and self.live is not None
+        up = self.up_tr
+        self.live.touch()
+        if self.front_pass:
+            take = min(self.front_pass, len(data))
+            up.write(data[:take])
+            self.front_pass -= take
+            data = data[take:]
+            if not data:
+                return
+        tail = self.front_tail
+        buf: bytes | bytearray
+        if tail:
+            tail += data
+            buf = tail
+        else:
+            buf = data
+        out = bytearray()
+        pos, n = 0, len(buf)
+        while n - pos >= 5:
+            t, length = _HDR.unpack_from(buf, pos)
+            if length < 4 or length > m.MAX_MESSAGE:
+                raise ProtocolError(f"the client sent a message of impossible length ({t!r})")
+            end = pos + 1 + length
+            if end > n:
+                if t == b"d" and length > PASSTHROUGH_MIN:
+                    out += buf[pos:n]
+                    self.front_pass = end - n
+                    pos = n
+                break
+            if t in (b"d", b"c", b"f", b"H"):
+                if t != b"d" and t != b"H":
+                    self.copy_in = False  # CopyDone / CopyFail end the client's COPY data
+                out += buf[pos:end]
+            elif t == b"X":
+                out += buf[pos:end]
+                up.write(bytes(out))
+                raise _ClientGone()
+            else:
+                await self._handle(t, bytes(buf[pos + 5 : end]), bytes(buf[pos:end]), out)
+            pos = end
+        if buf is tail:
+            del tail[:pos]
+        elif pos < n:
+            tail += buf[pos:]
+        if out:
+            if not self.cancel_gate.is_set():
+                await self.cancel_gate.wait()
+            up.write(out)
+            self._set_busy()
 
     def _poison(self, exc: DbwardError, out: bytearray, *, sync: bool) -> None:
         """Stand-in for a refused message: the target fails it, dbward substitutes its error."""
@@ -760,160 +1015,188 @@ class _Session:
                 "use COPY ... FROM STDIN / TO STDOUT (psql \\copy) instead",
                 "setting:proxy.allow_copy_program",
             )
+        gate = self.deps.gate
         try:
-            ticket = await self.deps.gate.check(self.session, statement, refuse=refuse)
+            # the gate's synchronous path first: a decision its policy holds in the cache
+            ticket = gate.check_cached(self.session, statement) if refuse is None else None
+            if ticket is None:
+                await _IN_TASK
+                ticket = await gate.check(self.session, statement, refuse=refuse)
         except AuditUnavailable as exc:
             return exc  # fail closed: this statement is refused, the session stays usable
         self.live.statements += 1
         d = ticket.decision
         if d.allowed:
-            await self._refresh_wire_sources()
+            if self._masking_catalog() is not None:
+                await _IN_TASK
+                await self._refresh_wire_sources()
             return ticket
         if d.effect is Effect.REQUIRE_APPROVAL:
             return ApprovalRequired(d.message)
         return StatementDenied(d.message)
 
     async def _handle(self, t: bytes, body: bytes, raw: bytes, out: bytearray) -> None:
+        """One client message of the extended or simple protocol (not COPY data, Flush or
+        Terminate): through the gate where it runs a statement, then into ``out``. Dispatched
+        on the type byte and read with the codec's field readers: this runs for every message."""
         assert self.session is not None
         if self.skipping and t != b"S":
             return  # as the server does after an error: discard until Sync
-        msg = m.decode_frontend(t[0], body)
         db = self.session.database
-        match msg:
-            case m.Query(sql=sql):
-                self.statements.pop("", None)
-                self.portals.pop("", None)
-                parts = split_statements(sql)
-                answers = [
-                    await self._decide(
-                        Statement(sql=part, database=db, index_in_batch=i, batch_size=len(parts))
-                    )
-                    for i, part in enumerate(parts)
-                ]
-                refusals = [a for a in answers if isinstance(a, DbwardError)]
-                rewrites: list[_Rewrite | None] = []
-                if not refusals:
-                    for part, ticket in zip(parts, answers, strict=True):
-                        assert isinstance(ticket, Ticket)
-                        rw = self._rewrite_for(ticket, part, None)
-                        if isinstance(rw, DbwardError):
-                            refusals.append(rw)
-                            await self._abandon([a for a in answers if isinstance(a, Ticket)], rw.message)
-                            break
-                        rewrites.append(rw)
-                if refusals:  # one refused statement refuses the whole message, as one error
-                    self._poison(refusals[0], out, sync=True)
-                    return
-                if len(rewrites) == 1 and rewrites[0] is not None:
-                    rewrites[0].solo = True
-                for ticket, rw in zip(answers, rewrites, strict=True):
-                    assert isinstance(ticket, Ticket)
-                    self.slots.append(_Slot(ticket=ticket, unit=self.units_sent, simple=True, rewrite=rw))
-                out += raw
-                self.units_sent += 1
-            case m.Parse(statement=name, sql=sql, param_types=types):
-                answer = await self._decide(
-                    Statement(
-                        sql=sql, origin=StatementOrigin.PREPARE, database=db, statement_name=name or None
-                    )
-                )
-                existing = self.statements.get(name)
-                if isinstance(answer, DbwardError):
-                    if existing is None or existing.refusal is not None or name == "":
-                        self.statements[name] = _Prepared(
-                            name=name, sql=sql, param_types=types, refusal=answer.message
-                        )
-                    self._poison(answer, out, sync=False)
-                    self.skipping = True
-                    return
+        if t == b"Q":
+            await self._on_query(m.query_fields(body), raw, out, db)
+        elif t == b"P":
+            name, sql, types = m.parse_fields(body)
+            answer = await self._decide(
+                Statement(sql=sql, origin=StatementOrigin.PREPARE, database=db, statement_name=name or None)
+            )
+            existing = self.statements.get(name)
+            if isinstance(answer, DbwardError):
                 if existing is None or existing.refusal is not None or name == "":
                     self.statements[name] = _Prepared(
-                        name=name, sql=sql, param_types=types, decision=answer.decision
+                        name=name, sql=sql, param_types=types, refusal=answer.message
                     )
-                self.slots.append(_Slot(ticket=answer, unit=self.units_sent, parse=True))
-                out += raw
-            case m.Bind(portal=portal, statement=name):
-                stmt = self.statements.get(name)
-                if stmt is not None and stmt.refusal is not None:
-                    self._poison(
-                        StatementDenied(
-                            f'prepared statement "{name}" was refused by dbward when it was parsed: {stmt.refusal}'
-                        ),
-                        out,
-                        sync=False,
-                    )
-                    self.skipping = True
-                    return
-                if stmt is None:
-                    # Not parsed in this protocol session: a statement prepared with SQL PREPARE
-                    # (or none at all, which the target reports). The gate sees its SQL equivalent.
-                    stmt = _Prepared(name=name, sql=f"EXECUTE {_quote_ident(name)}", param_types=())
-                params = decode_params(msg.params, msg.param_formats, stmt.param_types)
-                self.portals[portal] = _Portal(
-                    statement=stmt, params=params, result_formats=msg.result_formats
+                self._poison(answer, out, sync=False)
+                self.skipping = True
+                return
+            if existing is None or existing.refusal is not None or name == "":
+                self.statements[name] = _Prepared(
+                    name=name, sql=sql, param_types=types, decision=answer.decision
                 )
-                out += raw
-            case m.Execute(portal=portal):
-                p = self.portals.get(portal)
-                if p is None:
-                    # A cursor opened with SQL DECLARE is a portal too; the gate sees the FETCH.
-                    limit = str(msg.max_rows) if msg.max_rows > 0 else "ALL"
-                    stmt = _Prepared(
-                        name="", sql=f"FETCH {limit} FROM {_quote_ident(portal)}", param_types=()
-                    )
-                    p = _Portal(statement=stmt, params=())
-                answer = await self._decide(
-                    Statement(
-                        sql=p.statement.sql,
-                        origin=StatementOrigin.EXECUTE,
-                        database=db,
-                        params=p.params,
-                        statement_name=p.statement.name or None,
-                    )
+            self.slots.append(_Slot(ticket=answer, unit=self.units_sent, parse=True))
+            out += raw
+        elif t == b"B":
+            portal, name, param_formats, values, result_formats = m.bind_fields(body)
+            stmt = self.statements.get(name)
+            if stmt is not None and stmt.refusal is not None:
+                self._poison(
+                    StatementDenied(
+                        f'prepared statement "{name}" was refused by dbward when it was parsed: {stmt.refusal}'
+                    ),
+                    out,
+                    sync=False,
                 )
-                if isinstance(answer, DbwardError):
-                    self._poison(answer, out, sync=False)
-                    self.skipping = True
-                    return
-                rw = self._rewrite_for(answer, p.statement.sql, p)
-                if isinstance(rw, DbwardError):
-                    await self._abandon([answer], rw.message)
-                    self._poison(rw, out, sync=False)
-                    self.skipping = True
-                    return
-                if rw is not None:
-                    self._prepare_execute(rw, p, portal, out)
-                self.slots.append(_Slot(ticket=answer, unit=self.units_sent, rewrite=rw))
-                out += raw
-            case m.Close(kind=kind, name=name):
-                (self.statements if kind == "S" else self.portals).pop(name, None)
-                out += raw
-            case m.Describe(kind="S", name=name):
+                self.skipping = True
+                return
+            if stmt is None:
+                # Not parsed in this protocol session: a statement prepared with SQL PREPARE
+                # (or none at all, which the target reports). The gate sees its SQL equivalent.
+                stmt = _Prepared(name=name, sql=f"EXECUTE {_quote_ident(name)}", param_types=())
+            params = decode_params(values, param_formats, stmt.param_types) if values else ()
+            self.portals[portal] = _Portal(statement=stmt, params=params, result_formats=result_formats)
+            out += raw
+        elif t == b"E":
+            portal, max_rows = m.execute_fields(body)
+            p = self.portals.get(portal)
+            if p is None:
+                # A cursor opened with SQL DECLARE is a portal too; the gate sees the FETCH.
+                limit = str(max_rows) if max_rows > 0 else "ALL"
+                stmt = _Prepared(name="", sql=f"FETCH {limit} FROM {_quote_ident(portal)}", param_types=())
+                p = _Portal(statement=stmt, params=())
+            answer = await self._decide(
+                Statement(
+                    sql=p.statement.sql,
+                    origin=StatementOrigin.EXECUTE,
+                    database=db,
+                    params=p.params,
+                    statement_name=p.statement.name or None,
+                )
+            )
+            if isinstance(answer, DbwardError):
+                self._poison(answer, out, sync=False)
+                self.skipping = True
+                return
+            rw = self._rewrite_for(answer, p.statement.sql, p)
+            if isinstance(rw, DbwardError):
+                await self._abandon([answer], rw.message)
+                self._poison(rw, out, sync=False)
+                self.skipping = True
+                return
+            if rw is not None:
+                self._prepare_execute(rw, p, portal, out)
+            self.slots.append(_Slot(ticket=answer, unit=self.units_sent, rewrite=rw))
+            out += raw
+        elif t == b"S":
+            if body:
+                raise m.WireError("message has trailing bytes after its fields")
+            self.skipping = False
+            out += raw
+            if not self.copy_in:
+                self.units_sent += 1
+        elif t == b"D":
+            kind, name = m.target_fields(body)
+            if kind == "S":
                 st = self.statements.get(name)
                 self.describes.append((self.units_sent, st))
                 self.row_describes.append(
                     _Desc(unit=self.units_sent, prepared=st or _Prepared(name=name, sql="", param_types=()))
                 )
-                out += raw
-            case m.Describe(name=name):
+            else:
                 self.row_describes.append(_Desc(unit=self.units_sent, portal=self.portals.get(name)))
-                out += raw
-            case m.Sync():
-                self.skipping = False
-                out += raw
-                if not self.copy_in:
-                    self.units_sent += 1
-            case m.FunctionCall():
-                self._poison(
-                    UnsupportedFeature(
-                        "the fast-path FunctionCall message is refused by dbward because the gate cannot "
-                        "see what it runs; call the function with SELECT instead"
-                    ),
-                    out,
-                    sync=True,
-                )
-            case _:
-                raise ProtocolError(f"unexpected message {t!r} from the client")
+            out += raw
+        elif t == b"C":
+            kind, name = m.target_fields(body)
+            (self.statements if kind == "S" else self.portals).pop(name, None)
+            out += raw
+        elif isinstance(m.decode_frontend(t[0], body), m.FunctionCall):  # unknown types raise WireError
+            self._poison(
+                UnsupportedFeature(
+                    "the fast-path FunctionCall message is refused by dbward because the gate cannot "
+                    "see what it runs; call the function with SELECT instead"
+                ),
+                out,
+                sync=True,
+            )
+        else:
+            raise ProtocolError(f"unexpected message {t!r} from the client")
+
+    async def _on_query(self, sql: str, raw: bytes, out: bytearray, db: str | None) -> None:
+        """A simple Query: every statement of it through the gate; one refusal refuses it all."""
+        self.statements.pop("", None)
+        self.portals.pop("", None)
+        parts = split_statements(sql)
+        if len(parts) == 1:  # the common case, without the lists
+            part = parts[0]
+            answer = await self._decide(Statement(sql=part, database=db))
+            if isinstance(answer, DbwardError):
+                self._poison(answer, out, sync=True)
+                return
+            rw1 = self._rewrite_for(answer, part, None)
+            if isinstance(rw1, DbwardError):
+                await self._abandon([answer], rw1.message)
+                self._poison(rw1, out, sync=True)
+                return
+            if rw1 is not None:
+                rw1.solo = True
+            self.slots.append(_Slot(ticket=answer, unit=self.units_sent, simple=True, rewrite=rw1))
+            out += raw
+            self.units_sent += 1
+            return
+        answers = [
+            await self._decide(Statement(sql=part, database=db, index_in_batch=i, batch_size=len(parts)))
+            for i, part in enumerate(parts)
+        ]
+        refusals = [a for a in answers if isinstance(a, DbwardError)]
+        rewrites: list[_Rewrite | None] = []
+        if not refusals:
+            for part, ticket in zip(parts, answers, strict=True):
+                assert isinstance(ticket, Ticket)
+                rw = self._rewrite_for(ticket, part, None)
+                if isinstance(rw, DbwardError):
+                    refusals.append(rw)
+                    await self._abandon([a for a in answers if isinstance(a, Ticket)], rw.message)
+                    break
+                rewrites.append(rw)
+        if refusals:  # one refused statement refuses the whole message, as one error
+            self._poison(refusals[0], out, sync=True)
+            return
+        if len(rewrites) == 1 and rewrites[0] is not None:
+            rewrites[0].solo = True
+        for ticket, rw in zip(answers, rewrites, strict=True):
+            assert isinstance(ticket, Ticket)
+            self.slots.append(_Slot(ticket=ticket, unit=self.units_sent, simple=True, rewrite=rw))
+        out += raw
+        self.units_sent += 1
 
     # ------------------------------------------------------------------ masking and row limits
     def _masking_catalog(self) -> Any:
@@ -953,6 +1236,7 @@ class _Session:
 
     async def _abandon(self, tickets: list[Ticket], why: str) -> None:
         """Allowed statements dbward refused after all (their completion says why)."""
+        await _IN_TASK
         for t in tickets:
             await self.deps.gate.complete(
                 self.session_info, t, StatementOutcome(error=why, error_code="masking_refused")
@@ -1094,9 +1378,10 @@ class _Session:
         return RowMasker(fields, masks, encoding=self._encoding(), token_key=b"").description()
 
     def _needs_slow(self) -> bool:
-        return any(s.rewrite is not None for s in self.slots) or any(
-            d.hidden or d.rewrite is not None for d in self.row_describes
-        )
+        for s in self.slots:
+            if s.rewrite is not None:
+                return True
+        return any(d.hidden or d.rewrite is not None for d in self.row_describes)
 
     def _current_rewrite(self) -> _Rewrite | None:
         slot = self.slots[0] if self.slots else None
@@ -1204,7 +1489,9 @@ class _Session:
         ).encode()
         return notice + m.CommandComplete(f"{verb} {rw.rows}").encode()
 
-    def _slow(self, buf: bytearray, done: list[_Completion], out: list[bytes], rows: int) -> tuple[int, int]:
+    def _slow(
+        self, buf: bytes | bytearray, done: list[_Completion], out: list[bytes], rows: int
+    ) -> tuple[int, int]:
         """The result path when some result is rewritten: every frame is looked at, rows of
         rewritten results are masked or dropped, others relayed unchanged (in runs, not one
         by one). Returns the position up to which ``buf`` was consumed and the row count."""
@@ -1262,89 +1549,91 @@ class _Session:
         return pos, rows
 
     # ---- target -> client
-    async def _backend(self) -> None:
-        assert self.writer is not None and self.up is not None and self.live is not None
-        reader, client, live = self.up.reader, self.writer, self.live
-        buf = bytearray()
-        passthrough = 0
-        rows = 0
-        unpack = _HDR.unpack_from
-        try:
-            while True:
-                data = await reader.read(CHUNK)
-                if not data:
-                    raise _UpstreamGone()
-                live.touch()
-                if passthrough:
-                    take = min(passthrough, len(data))
-                    client.write(data[:take])
-                    self.relayed += take
-                    passthrough -= take
-                    data = data[take:]
-                    if not data:
-                        await client.drain()
-                        continue
-                buf += data
-                done: list[_Completion] = []
-                out: list[bytes] = []
-                if self._needs_slow():
-                    consumed, rows = self._slow(buf, done, out, rows)
-                    del buf[:consumed]
-                    await self._flush(done, out)
-                    continue
-                seg = 0  # start of the not yet emitted part of buf
-                pos, n = 0, len(buf)
-                # framing.scan, inlined: this loop runs once per result row
-                while n - pos >= 5:
-                    t, length = unpack(buf, pos)
-                    end = pos + 1 + length
-                    if t == b"D" and 4 <= length <= m.MAX_MESSAGE:  # the hot path: rows are only counted
-                        if end > n:
-                            if length > PASSTHROUGH_MIN:
-                                rows += 1
-                                passthrough = end - n
-                                pos = n
-                            break
-                        rows += 1
-                        pos = end
-                        continue
-                    if length < 4 or length > m.MAX_MESSAGE:
-                        raise ProtocolError("the target sent a message of impossible length")
+    async def _server_bytes(self, data: bytes) -> None:
+        """One read of the target's bytes: frame headers scanned, control messages accounted,
+        then one write to the client."""
+        assert self.client_tr is not None and self.live is not None
+        client = self.client_tr
+        self.live.touch()
+        if self.back_pass:
+            take = min(self.back_pass, len(data))
+            client.write(data[:take])
+            self.relayed += take
+            self.back_pass -= take
+            data = data[take:]
+            if not data:
+                return
+        tail = self.back_tail
+        buf: bytes | bytearray
+        if tail:
+            tail += data
+            buf = tail
+        else:
+            buf = data
+        done: list[_Completion] = []
+        out: list[bytes] = []
+        if self._needs_slow():
+            pos, self.back_rows = self._slow(buf, done, out, self.back_rows)
+        else:
+            rows = self.back_rows
+            unpack = _HDR.unpack_from
+            seg = 0  # start of the not yet emitted part of buf
+            pos, n = 0, len(buf)
+            # framing.scan, inlined: this loop runs once per result row
+            while n - pos >= 5:
+                t, length = unpack(buf, pos)
+                end = pos + 1 + length
+                if t == b"D" and 4 <= length <= m.MAX_MESSAGE:  # the hot path: rows are only counted
                     if end > n:
-                        if t == b"d" and length > PASSTHROUGH_MIN:
-                            passthrough = end - n
+                        if length > PASSTHROUGH_MIN:
+                            rows += 1
+                            self.back_pass = end - n
                             pos = n
                         break
-                    if t in _CONTROL:
-                        replacement = self._on_control(t, bytes(buf[pos + 5 : end]), rows, end, done)
-                        if t in (b"C", b"I", b"s", b"E"):
-                            rows = 0  # the rows counted so far belonged to the statement just ended
-                        if replacement is not None:
-                            out.append(bytes(buf[seg:pos]))
-                            out.append(replacement)
-                            seg = end
+                    rows += 1
                     pos = end
-                if seg < pos:
-                    out.append(bytes(buf[seg:pos]))
-                del buf[:pos]
-                await self._flush(done, out)
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            raise _UpstreamGone() from None
+                    continue
+                if length < 4 or length > m.MAX_MESSAGE:
+                    raise ProtocolError("the target sent a message of impossible length")
+                if end > n:
+                    if t == b"d" and length > PASSTHROUGH_MIN:
+                        self.back_pass = end - n
+                        pos = n
+                    break
+                if t in _CONTROL:
+                    replacement = self._on_control(t, bytes(buf[pos + 5 : end]), rows, end, done)
+                    if t in (b"C", b"I", b"s", b"E"):
+                        rows = 0  # the rows counted so far belonged to the statement just ended
+                    if replacement is not None:
+                        out.append(bytes(buf[seg:pos]))
+                        out.append(replacement)
+                        seg = end
+                pos = end
+            if seg < pos:
+                out.append(buf if seg == 0 and pos == n and isinstance(buf, bytes) else bytes(buf[seg:pos]))
+            self.back_rows = rows
+        if buf is tail:
+            del tail[:pos]
+        elif pos < len(buf):
+            tail += buf[pos:]
+        await self._flush(done, out)
 
     async def _flush(self, done: list[_Completion], out: list[bytes]) -> None:
-        assert self.writer is not None
-        client = self.writer
+        assert self.client_tr is not None
+        gate, session = self.deps.gate, self.session_info
         # The audit trail hears of a completion (and of what was masked) before the client does.
         for c in done:
             if c.masked is not None:
-                await self.deps.gate.masked(self.session_info, c.ticket, c.masked)
-            await self.deps.gate.complete(self.session_info, c.ticket, c.outcome)
+                await _IN_TASK
+                await gate.masked(session, c.ticket, c.masked)
+            if not gate.complete_soon(session, c.ticket, c.outcome):
+                await _IN_TASK
+                await gate.complete(session, c.ticket, c.outcome)
         # one write per chunk read: a write per row would be a system call per row
         data = out[0] if len(out) == 1 else b"".join(out)
         if data:
-            client.write(data)
+            self.client_tr.write(data)
             self.relayed += len(data)
-        await client.drain()
         self._set_busy()
 
     @property
@@ -1469,9 +1758,7 @@ class _Session:
         affected: int | None = None
         count: int | None = rows
         if t == b"C":
-            tag = m.decode_backend(t[0], body)
-            assert isinstance(tag, m.CommandComplete)
-            tag_rows, affected = tag.counts()
+            tag_rows, affected = m.tag_counts(m.command_tag(body))
             count = tag_rows if tag_rows is not None else (rows or None)
         elif t in (b"I", b"1"):
             count = None

@@ -88,6 +88,136 @@ class _Reader:
             raise WireError("message has trailing bytes after its fields")
 
 
+# --------------------------------------------------------------------------- hot-path field readers
+# The proxy's relay reads a few fields of the messages it sees on every statement; these
+# read them straight from the body into plain values (the dataclass decoders below use them
+# too, so both raise the same WireError for the same malformed body).
+_U16 = struct.Struct("!H")
+_I32 = struct.Struct("!i")
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _cstring_at(body: bytes, pos: int) -> tuple[str, int]:
+    end = body.find(b"\0", pos)
+    if end < 0:
+        raise WireError("a string field is not NUL-terminated")
+    return _text(body[pos:end]), end + 1
+
+
+def _need(body: bytes, pos: int, n: int) -> None:
+    if n < 0 or pos + n > len(body):
+        raise WireError("message is shorter than its fields")
+
+
+def _ended(body: bytes, pos: int) -> None:
+    if pos != len(body):
+        raise WireError("message has trailing bytes after its fields")
+
+
+def _int16s(body: bytes, pos: int) -> tuple[tuple[int, ...], int]:
+    _need(body, pos, 2)
+    (n,) = _U16.unpack_from(body, pos)
+    pos += 2
+    _need(body, pos, 2 * n)
+    return struct.unpack_from(f"!{n}h", body, pos), pos + 2 * n
+
+
+def query_fields(body: bytes) -> str:
+    """Query body: the SQL text."""
+    sql, pos = _cstring_at(body, 0)
+    _ended(body, pos)
+    return sql
+
+
+def command_tag(body: bytes) -> str:
+    """CommandComplete body: the command tag."""
+    tag, pos = _cstring_at(body, 0)
+    _ended(body, pos)
+    return tag
+
+
+def parse_fields(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+    """Parse body: (statement name, SQL text, parameter type OIDs)."""
+    name, pos = _cstring_at(body, 0)
+    sql, pos = _cstring_at(body, pos)
+    _need(body, pos, 2)
+    (n,) = _U16.unpack_from(body, pos)
+    pos += 2
+    _need(body, pos, 4 * n)
+    types: tuple[int, ...] = struct.unpack_from(f"!{n}I", body, pos)
+    _ended(body, pos + 4 * n)
+    return name, sql, types
+
+
+def bind_fields(
+    body: bytes,
+) -> tuple[str, str, tuple[int, ...], tuple[bytes | None, ...], tuple[int, ...]]:
+    """Bind body: (portal, statement, parameter formats, parameter values, result formats)."""
+    portal, pos = _cstring_at(body, 0)
+    stmt, pos = _cstring_at(body, pos)
+    formats, pos = _int16s(body, pos)
+    _need(body, pos, 2)
+    (count,) = _U16.unpack_from(body, pos)
+    pos += 2
+    params: list[bytes | None] = []
+    for _ in range(count):
+        _need(body, pos, 4)
+        (n,) = _I32.unpack_from(body, pos)
+        pos += 4
+        if n < -1:
+            raise WireError("a Bind parameter has a negative length")
+        if n == -1:
+            params.append(None)
+        else:
+            _need(body, pos, n)
+            params.append(body[pos : pos + n])
+            pos += n
+    results, pos = _int16s(body, pos)
+    _ended(body, pos)
+    return portal, stmt, formats, tuple(params), results
+
+
+def target_fields(body: bytes) -> tuple[str, str]:
+    """Describe or Close body: ("S" or "P", name)."""
+    _need(body, 0, 1)
+    kind = chr(body[0])
+    if kind not in ("S", "P"):
+        raise WireError("Describe/Close must name 'S' (statement) or 'P' (portal)")
+    name, pos = _cstring_at(body, 1)
+    _ended(body, pos)
+    return kind, name
+
+
+def execute_fields(body: bytes) -> tuple[str, int]:
+    """Execute body: (portal, maximum rows; 0 = no limit)."""
+    portal, pos = _cstring_at(body, 0)
+    _need(body, pos, 4)
+    (max_rows,) = _I32.unpack_from(body, pos)
+    _ended(body, pos + 4)
+    return portal, max_rows
+
+
+def tag_counts(tag: str) -> tuple[int | None, int | None]:
+    """(rows returned, rows affected) of a CommandComplete tag, as the audit trail records them."""
+    parts = tag.split()
+    if not parts or not parts[-1].isdigit():
+        return None, None
+    n = int(parts[-1])
+    if parts[0] in ("SELECT", "FETCH", "MOVE"):
+        return n, None
+    if parts[0] == "COPY":
+        return n, n
+    if parts[0] in ("INSERT", "UPDATE", "DELETE", "MERGE"):
+        return None, n
+    return None, None
+
+
 def _cstr(s: str) -> bytes:
     b = s.encode("utf-8")
     if b"\0" in b:
@@ -415,30 +545,17 @@ def decode_frontend(type_: int, body: bytes) -> FrontendMessage:
     msg: FrontendMessage
     match bytes([type_]):
         case b"Q":
-            msg = Query(r.cstring())
+            return Query(query_fields(body))
         case b"P":
-            name, sql = r.cstring(), r.cstring()
-            n = r.uint16()
-            msg = Parse(name, sql, tuple(r.uint32() for _ in range(n)))
+            return Parse(*parse_fields(body))
         case b"B":
-            portal, stmt = r.cstring(), r.cstring()
-            formats = tuple(r.int16() for _ in range(r.uint16()))
-            params: list[bytes | None] = []
-            for _ in range(r.uint16()):
-                n = r.int32()
-                if n < -1:
-                    raise WireError("a Bind parameter has a negative length")
-                params.append(None if n == -1 else r.bytes_(n))
-            results = tuple(r.int16() for _ in range(r.uint16()))
-            msg = Bind(portal, stmt, formats, tuple(params), results)
-        case b"D" | b"C" as t:
-            kind = chr(r.byte())
-            if kind not in ("S", "P"):
-                raise WireError("Describe/Close must name 'S' (statement) or 'P' (portal)")
-            name = r.cstring()
-            msg = Describe(kind, name) if t == b"D" else Close(kind, name)
+            return Bind(*bind_fields(body))
+        case b"D":
+            return Describe(*target_fields(body))
+        case b"C":
+            return Close(*target_fields(body))
         case b"E":
-            msg = Execute(r.cstring(), r.int32())
+            return Execute(*execute_fields(body))
         case b"S":
             msg = Sync()
         case b"H":
@@ -617,17 +734,7 @@ class CommandComplete:
 
     def counts(self) -> tuple[int | None, int | None]:
         """(rows returned, rows affected) as the audit trail records them."""
-        parts = self.tag.split()
-        if not parts or not parts[-1].isdigit():
-            return None, None
-        n = int(parts[-1])
-        if parts[0] in ("SELECT", "FETCH", "MOVE"):
-            return n, None
-        if parts[0] == "COPY":
-            return n, n
-        if parts[0] in ("INSERT", "UPDATE", "DELETE", "MERGE"):
-            return None, n
-        return None, None
+        return tag_counts(self.tag)
 
     def encode(self) -> bytes:
         return _frame(self.TYPE, _cstr(self.tag))
@@ -784,7 +891,7 @@ def decode_backend(type_: int, body: bytes) -> BackendMessage:
             minor, n = r.uint32(), r.uint32()
             msg = NegotiateProtocolVersion(minor, tuple(r.cstring() for _ in range(n)))
         case b"C":
-            msg = CommandComplete(r.cstring())
+            return CommandComplete(command_tag(body))
         case b"D":
             values: list[bytes | None] = []
             for _ in range(r.uint16()):
