@@ -38,8 +38,11 @@ class Pattern:
             return full(value)
 
 
+_NON_DIGIT = re.compile(r"\D")
+
+
 def _digits(s: str) -> str:
-    return re.sub(r"\D", "", s)
+    return _NON_DIGIT.sub("", s)
 
 
 def luhn_ok(number: str) -> bool:
@@ -74,8 +77,11 @@ def _mask_digit_positions(value: str, keep: Callable[[int, int], bool], mask_cha
 EMAIL_RE = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
 
 
+_EMAIL_PARTS = re.compile(r"\s*([^@\s]+)@([^@\s]+)\s*")
+
+
 def mask_email(v: str) -> str:
-    m = re.fullmatch(r"\s*([^@\s]+)@([^@\s]+)\s*", v)
+    m = _EMAIL_PARTS.fullmatch(v)
     if not m:
         return full(v) or ""
     local, domain = m.groups()
@@ -89,9 +95,12 @@ KR_LANDLINE_RE = re.compile(r"0(?:2|[3-6][1-5]|70)[-. ]?\d{3,4}[-. ]?\d{4}")
 E164_RE = re.compile(r"\+[1-9]\d{7,14}")
 
 
+_KR_PHONE_PARTS = re.compile(r"\s*(\+?82[-. ]?)?(0?\d{1,2})([-. ]?)(\d{3,4})([-. ]?)(\d{4})\s*")
+
+
 def mask_kr_phone(v: str) -> str:
     """010-1234-5678 -> 010-****-5678; 02-123-4567 -> 02-***-4567; the middle group goes."""
-    m = re.fullmatch(r"\s*(\+?82[-. ]?)?(0?\d{1,2})([-. ]?)(\d{3,4})([-. ]?)(\d{4})\s*", v)
+    m = _KR_PHONE_PARTS.fullmatch(v)
     if not m:
         return mask_e164(v) if v.strip().startswith("+") else full(v) or ""
     cc, area, s1, mid, s2, last = m.groups()
@@ -107,7 +116,8 @@ def mask_e164(v: str) -> str:
 
 
 def mask_phone(v: str) -> str:
-    return mask_e164(v) if v.strip().startswith("+") and not v.strip().startswith("+82") else mask_kr_phone(v)
+    s = v.strip()
+    return mask_e164(v) if s.startswith("+") and not s.startswith("+82") else mask_kr_phone(v)
 
 
 # --------------------------------------------------------------------------- national ids
@@ -123,11 +133,12 @@ def mask_rrn(v: str) -> str:
 
 
 PASSPORT_RE = re.compile(r"\b[A-Z]{1,2}\d{7,8}\b")
+_PASSPORT_SHAPE = re.compile(r"[A-Za-z]{1,2}\d{7,8}")
 
 
 def mask_passport(v: str) -> str:
     s = v.strip()
-    if not re.fullmatch(r"[A-Za-z]{1,2}\d{7,8}", s):
+    if not _PASSPORT_SHAPE.fullmatch(s):
         return full(v) or ""
     return partial(v, keep_first=len(s) - 4, keep_last=0) or ""
 

@@ -32,7 +32,7 @@ rewritten).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -40,7 +40,18 @@ from typing import Any
 from dbward.masking.algorithms import Algorithm, MaskSpec
 from dbward.masking.plan import WireOrigin
 from dbward.policy.model import ColumnMask, MaskingPlan
-from dbward.proxy.masking import ResultMasks, always_null, error_sentence, result_masks
+from dbward.proxy.masking import (
+    Raw,
+    ResultMasks,
+    SpanMask,
+    ValueMasker,
+    always_null,
+    error_sentence,
+    result_masks,
+    span_mask,
+    text_masker,
+    value_masker,
+)
 from dbward.wire.mysql.constants import MAX_FRAME, FieldType, ServerStatus
 from dbward.wire.mysql.messages import (
     ColumnDefinition41,
@@ -50,8 +61,9 @@ from dbward.wire.mysql.messages import (
     StmtPrepareOK,
     terminator_status,
 )
-from dbward.wire.mysql.packets import ProtocolViolation, Reader, encode_packet, lenenc_bytes
+from dbward.wire.mysql.packets import ProtocolViolation, Reader, encode_packet, lenenc_int
 from dbward.wire.mysql.rows import (
+    LENENC_TYPES,
     binary_value_end,
     binary_value_text,
     encode_text_row,
@@ -95,15 +107,6 @@ def python_codec(charset: int) -> str:
     return "utf-8"
 
 
-def _text(raw: bytes, codec: str) -> str:
-    if codec == "binary":
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "0x" + raw.hex()
-    return raw.decode(codec, "replace")
-
-
 def origin_of(col: ColumnDefinition41) -> WireOrigin | None:
     """(database, table, column) of a column as the wire names it (None: computed)."""
     if not col.org_table or not col.org_name:
@@ -141,13 +144,42 @@ class _Item:
     typ: int
     unsigned: bool
     decimals: int
+    #: the masked bytes of a value's bytes (text protocol, and binary strings), None for NULL
+    value: ValueMasker
+    #: the masked text of a value's text (binary values of other types)
+    text: Callable[[str], str | None]
+
+
+def _to_null(raw: Raw) -> None:
+    return None
+
+
+#: binary-protocol types whose value is a length-encoded string read as it is (DECIMAL is
+#: read as ASCII text)
+_BINARY_STRINGS = LENENC_TYPES - {FieldType.DECIMAL, FieldType.NEWDECIMAL}
 
 
 class ColumnMasker:
     """The masks of one result set over its column definitions: the definitions the client
-    sees, and rows (text or binary protocol) with the masked values."""
+    sees, and rows (text or binary protocol) with the masked values.
 
-    __slots__ = ("_items", "_last", "_row_items", "_types", "announced", "defs", "masks", "token_key")
+    Each masked column gets, once per result, a function from its value's bytes to the masked
+    bytes (``proxy/masking.value_masker``); a row is walked only up to its last masked column,
+    and the bytes around masked values are copied as slices. :meth:`text_rows` does that for
+    a run of rows in a read buffer in one call."""
+
+    __slots__ = (
+        "_items",
+        "_last",
+        "_row_items",
+        "_single",
+        "_span",
+        "_types",
+        "announced",
+        "defs",
+        "masks",
+        "token_key",
+    )
 
     def __init__(self, defs: Sequence[ColumnDefinition41], masks: ResultMasks, *, token_key: bytes) -> None:
         self.defs = tuple(defs)
@@ -161,14 +193,21 @@ class ColumnMasker:
             col = self.defs[i]
             new = announce(col, mask)
             announced[i] = new
+            null = always_null(mask)
+            codec_in = python_codec(col.charset)
+            codec_out = python_codec(new.charset) if new.charset != BINARY_CHARSET else "utf-8"
             items[i] = _Item(
                 mask=mask,
-                null=always_null(mask),
-                codec_in=python_codec(col.charset),
-                codec_out=python_codec(new.charset) if new.charset != BINARY_CHARSET else "utf-8",
+                null=null,
+                codec_in=codec_in,
+                codec_out=codec_out,
                 typ=col.type,
                 unsigned=bool(col.flags & _UNSIGNED),
                 decimals=col.decimals,
+                value=_to_null
+                if null
+                else value_masker(mask, token_key=token_key, codec_in=codec_in, codec_out=codec_out),
+                text=text_masker(mask, token_key=token_key),
             )
         self.announced = tuple(announced)
         self._items = items
@@ -176,6 +215,13 @@ class ColumnMasker:
         self._types = tuple(c.type for c in self.defs)
         #: per column up to the last masked one: its item, or None (copied as it is)
         self._row_items = tuple(items.get(i) for i in range(self._last + 1))
+        #: the masked column when only one is, and its mask as byte spans (text protocol)
+        self._single = self._last if len(items) == 1 else -1
+        self._span: SpanMask | None = None
+        if self._single >= 0:
+            item = items[self._single]
+            if not item.null:
+                self._span = span_mask(item.mask, codec_in=item.codec_in, codec_out=item.codec_out)
 
     @property
     def active(self) -> bool:
@@ -187,13 +233,9 @@ class ColumnMasker:
     def audit(self) -> list[dict[str, Any]]:
         return self.masks.audit_columns(self.names())
 
-    def _masked(self, item: _Item, text: str) -> bytes | None:
-        out = item.mask.apply(text, token_key=self.token_key)
-        return None if out is None else out.encode(item.codec_out, "replace")
-
     def text_row(self, p: bytes) -> bytes:
         """A text-protocol row with the masked values (only those are decoded)."""
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         pos = last = 0
         size = len(p)
         for item in self._row_items:
@@ -212,13 +254,17 @@ class ColumnMasker:
                 start, end = lenenc_span(p, pos)
                 nxt = end
             if item is not None and start >= 0:
-                if item.null:
-                    new = b"\xfb"
+                v = item.value(p[start:end])
+                if v is None:
+                    parts.append(p[last:pos])
+                    parts.append(b"\xfb")
+                elif len(v) == end - start and first < 0xFB:
+                    parts.append(p[last:start])
+                    parts.append(v)
                 else:
-                    v = self._masked(item, _text(p[start:end], item.codec_in))
-                    new = b"\xfb" if v is None else lenenc_bytes(v)
-                parts.append(p[last:pos])
-                parts.append(new)
+                    parts.append(p[last:pos])
+                    parts.append(lenenc_int(len(v)))
+                    parts.append(v)
                 last = nxt
             pos = nxt
         if not parts:
@@ -226,7 +272,138 @@ class ColumnMasker:
         parts.append(p[last:])
         return b"".join(parts)
 
-    def binary_row(self, p: bytes) -> bytes:
+    def text_rows(
+        self, buf: bytearray, pos: int, n: int, seq: int, cap: int, out: list[bytes | bytearray]
+    ) -> tuple[int, int, int]:
+        """Mask a run of complete single-frame text rows starting at ``buf[pos]`` (packet
+        headers included) into ``out``, numbering them from ``seq``: it stops before a packet
+        that is not all in ``buf[:n]``, of 16 MiB or more, or starting with 0xFE or 0xFF (a
+        terminator or an error), and after ``cap`` rows (negative: no cap). Returns the
+        position after the last row taken, the next sequence id and how many rows it took."""
+        k = self._single
+        fn = self._items[k].value if k >= 0 else None
+        null = k >= 0 and self._items[k].null
+        span = self._span
+        first, last, unit, alnum = (
+            (span.first, span.last, span.unit, span.alnum) if span else (0, 0, b"", False)
+        )
+        keep = first + last
+        append = out.append
+        emitted = pos
+        rows = 0
+        while n - pos >= 5:
+            length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
+            end = pos + 4 + length
+            if end > n or length >= MAX_FRAME or rows == cap:
+                break
+            lead = buf[pos + 4]
+            if lead == 0xFE or lead == 0xFF:
+                break
+            rows += 1
+            same = buf[pos + 3] == seq & 0xFF  # the header can be copied if the length stays
+            if fn is None:
+                # several masked columns (or none): the general way, row by row
+                append(buf[emitted:pos])
+                p = self.text_row(bytes(buf[pos + 4 : end]))
+                m = len(p)
+                if m >= MAX_FRAME:
+                    append(encode_packet(bytes(p), seq & 0xFF))
+                    seq += m // MAX_FRAME + 1
+                else:
+                    append(bytes((m & 0xFF, (m >> 8) & 0xFF, m >> 16, seq & 0xFF)))
+                    append(p)
+                    seq += 1
+                pos = emitted = end
+                continue
+            q = pos + 4
+            i = 0
+            while i < k:  # the values before the masked one
+                if q >= end:
+                    raise ProtocolViolation("text row has fewer values than the result has columns")
+                b = buf[q]
+                if b < 0xFB:
+                    q += 1 + b
+                elif b == 0xFB:
+                    q += 1
+                else:
+                    q = lenenc_span(buf, q)[1]
+                i += 1
+            if q >= end:
+                raise ProtocolViolation("text row has fewer values than the result has columns")
+            b = buf[q]
+            if b == 0xFB:  # NULL stays NULL: the row as it is
+                if not same:
+                    append(buf[emitted:pos])
+                    append(bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF)))
+                    emitted = pos + 4
+                seq += 1
+                pos = end
+                continue
+            if b < 0xFB:
+                vs = q + 1
+                ve = vs + b
+            else:
+                vs, ve = lenenc_span(buf, q)
+            if ve > end:
+                raise ProtocolViolation("row truncated in the middle of a value")
+            if null:
+                new = None
+            else:
+                raw = buf[vs:ve]
+                if span is not None and b < 0xFB and (raw.isalnum() if alnum else raw.isascii()):
+                    if same:
+                        cut = vs if keep >= b else vs + first
+                        append(buf[emitted:cut])
+                    else:
+                        append(buf[emitted:pos])
+                        append(bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF)))
+                        cut = vs if keep >= b else vs + first
+                        append(buf[pos + 4 : cut])
+                    if keep >= b:
+                        append(unit * b)
+                        emitted = ve
+                    else:
+                        append(unit * (b - keep))
+                        emitted = ve - last
+                    seq += 1
+                    pos = end
+                    continue
+                new = fn(raw)
+            if new is not None and b < 0xFB and len(new) == b:
+                # the same length (and so the same one-byte length prefix): only the value changes
+                if same:
+                    append(buf[emitted:vs])
+                else:
+                    append(buf[emitted:pos])
+                    append(bytes((length & 0xFF, (length >> 8) & 0xFF, length >> 16, seq & 0xFF)))
+                    append(buf[pos + 4 : vs])
+                append(new)
+                emitted = ve
+            else:
+                if new is None:
+                    value: bytes | bytearray = b"\xfb"
+                elif len(new) < 0xFB:
+                    value = bytes((len(new),)) + new
+                else:
+                    value = lenenc_int(len(new)) + new
+                m = length - (ve - q) + len(value)
+                append(buf[emitted:pos])
+                if m >= MAX_FRAME:
+                    append(encode_packet(bytes(buf[pos + 4 : q]) + value + bytes(buf[ve:end]), seq & 0xFF))
+                    seq += m // MAX_FRAME + 1
+                    pos = emitted = end
+                    continue
+                append(bytes((m & 0xFF, (m >> 8) & 0xFF, m >> 16, seq & 0xFF)))
+                append(buf[pos + 4 : q])
+                append(value)
+                emitted = ve
+            seq += 1
+            pos = end
+        if pos > emitted:
+            append(buf[emitted:pos])
+        return pos, seq, rows
+
+    def binary_row(self, p: bytes | bytearray) -> bytes:
         """A binary-protocol row with the masked values; a NULL mask sets the NULL bit."""
         ncols = len(self._types)
         size = null_bitmap_size(ncols)
@@ -234,27 +411,39 @@ class ColumnMasker:
             raise ProtocolViolation("binary row does not start with 0x00 and its NULL bitmap")
         bitmap = bytearray(p[1 : 1 + size])
         pos = last = 1 + size
-        parts: list[bytes] = []
+        parts: list[bytes | bytearray] = []
         items = self._items
         types = self._types
         for i in range(self._last + 1):
             bit = i + 2
             if bitmap[bit >> 3] & (1 << (bit & 7)):
                 continue  # NULL: no bytes in the row
-            end = binary_value_end(p, pos, types[i])
+            typ = types[i]
             item = items.get(i)
-            if item is not None:
-                v: bytes | None = None
+            if item is None:
+                pos = binary_value_end(p, pos, typ)
+                continue
+            v: bytes | bytearray | None = None
+            if typ in _BINARY_STRINGS:
+                start, end = lenenc_span(p, pos)
                 if not item.null:
-                    raw = binary_value_text(p[pos:end], item.typ, item.unsigned, item.decimals)
-                    text = _text(raw, item.codec_in) if isinstance(raw, bytes) else raw
-                    v = self._masked(item, text)
-                parts.append(p[last:pos])
-                if v is None:
-                    bitmap[bit >> 3] |= 1 << (bit & 7)
-                else:
-                    parts.append(lenenc_bytes(v))
-                last = end
+                    v = item.value(p[start:end])
+            else:
+                end = binary_value_end(p, pos, typ)
+                if not item.null:
+                    text = binary_value_text(bytes(p[pos:end]), item.typ, item.unsigned, item.decimals)
+                    if isinstance(text, bytes):
+                        v = item.value(text)
+                    else:
+                        masked = item.text(text)
+                        v = None if masked is None else masked.encode(item.codec_out, "replace")
+            parts.append(p[last:pos])
+            if v is None:
+                bitmap[bit >> 3] |= 1 << (bit & 7)
+            else:
+                parts.append(lenenc_int(len(v)))
+                parts.append(v)
+            last = end
             pos = end
         parts.append(p[last:])
         return b"\x00" + bytes(bitmap) + b"".join(parts)
@@ -364,7 +553,7 @@ class ResponseRewriter:
         self._buf = bytearray()
         self._skip = 0  # bytes of a dropped row still to come
         self._seq: int | None = None  # the next sequence id towards the client
-        self._out: list[bytes] = []
+        self._out: list[bytes | bytearray] = []
         self._seg = -1  # start of a run of input bytes relayed unchanged
         self._seg_end = -1
         self._res: _Result | None = None
@@ -484,7 +673,9 @@ class ResponseRewriter:
         del buf[:pos]
         out = self._out
         self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        if len(out) == 1 and type(out[0]) is bytes:
+            return out[0]
+        return b"".join(out)
 
     def _rows(self, pos: int, n: int) -> int:
         """The hot loop: consecutive complete single-frame rows of a result set, masked,
@@ -529,13 +720,18 @@ class ResponseRewriter:
                     self._seg, self._seg_end = start, pos
                 self._seq, note.rows = seq, rows
             return pos
-        row = masker.binary_row if self.binary else masker.text_row
         self._flush_seg()
         out = self._out
-        append = out.append
         seq = self._seq
         rows = note.rows
         cap = limit if limit is not None else -1
+        if not self.binary:
+            pos, seq, taken = masker.text_rows(buf, pos, n, seq, cap - rows if cap >= 0 else -1, out)
+            self._seq = seq
+            note.rows = rows + taken
+            return pos
+        row = masker.binary_row
+        append = out.append
         while n - pos >= 4:
             length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
             end = pos + 4 + length

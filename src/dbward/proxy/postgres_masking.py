@@ -18,9 +18,19 @@ import csv
 import io
 import re
 import struct
+from collections.abc import Callable
 
 from dbward.policy.model import ColumnMask
-from dbward.proxy.masking import ResultMasks, always_null
+from dbward.proxy.masking import (
+    Raw,
+    ResultMasks,
+    SpanMask,
+    ValueMasker,
+    always_null,
+    span_mask,
+    text_masker,
+    value_masker,
+)
 from dbward.wire.postgres import rows as r
 from dbward.wire.postgres.messages import WireError
 
@@ -43,8 +53,11 @@ _ENCODINGS = {
 }
 
 _REDACTED = "[REDACTED]"
+_NULL = b"\xff\xff\xff\xff"  # a NULL value: length -1
 _H = struct.Struct("!h")
 _I = struct.Struct("!i")
+_HEAD = struct.Struct("!ihi")  # a DataRow's length, column count and first value's length
+_H_I = struct.Struct("!hi")  # a DataRow body's column count and first value's length
 
 
 def python_encoding(client_encoding: str | None) -> str:
@@ -59,12 +72,20 @@ def python_encoding(client_encoding: str | None) -> str:
 
 
 class RowMasker:
-    """Masks the rows of one result described by ``fields`` (formats as sent to the client)."""
+    """Masks the rows of one result described by ``fields`` (formats as sent to the client).
+
+    Per result, each masked column gets one function from its value's bytes to the masked
+    bytes (``proxy/masking.value_masker``); per row, only the lengths in front of the last
+    masked column are read, and the bytes around the masked values are copied as slices.
+    :meth:`rows` does that for a run of DataRow frames in a read buffer in one call."""
 
     __slots__ = (
         "_by_index",
+        "_fns",
         "_items",
         "_last",
+        "_single",
+        "_span",
         "announced",
         "encoding",
         "fields",
@@ -100,6 +121,34 @@ class RowMasker:
         self._items = tuple(items)
         self._by_index = {i: (mask, null, t, fmt) for i, mask, null, t, fmt in items}
         self._last = max(self._by_index, default=-1)
+        fns: list[ValueMasker | None] = [None] * (self._last + 1)
+        for i, mask, null, type_oid, fmt in items:
+            fns[i] = self._value_masker(mask, null, type_oid, fmt)
+        #: per column up to the last masked one: its masker, or None (copied as it is)
+        self._fns = tuple(fns)
+        #: the masked column when only one is, and its mask as byte spans (text values)
+        self._single = items[0][0] if len(items) == 1 else -1
+        self._span: SpanMask | None = None
+        if self._single >= 0:
+            _, mask, null, type_oid, fmt = items[0]
+            if not null and (fmt == 0 or type_oid in r.TEXT_TYPES or type_oid == r.JSON):
+                self._span = span_mask(mask, codec_in=encoding, codec_out=encoding)
+
+    def _value_masker(self, mask: ColumnMask, null: bool, type_oid: int, fmt: int) -> ValueMasker:
+        if null:
+            return _to_null
+        enc = self.encoding
+        if fmt == 0 or type_oid in r.TEXT_TYPES or type_oid == r.JSON:
+            # a text value, or a binary one whose bytes are its text (binary_to_text decodes)
+            return value_masker(mask, token_key=self.token_key, codec_in=enc, codec_out=enc)
+        text_fn = text_masker(mask, token_key=self.token_key)
+
+        def binary(raw: Raw) -> bytes | None:
+            text = r.binary_to_text(type_oid, bytes(raw), enc)
+            masked = text_fn(text) if text is not None else _REDACTED
+            return None if masked is None else masked.encode(enc, "replace")
+
+        return binary
 
     def with_formats(self, formats: tuple[int, ...]) -> RowMasker:
         """The same masks over fields whose formats the Bind chose (``formats`` as in Bind:
@@ -131,41 +180,180 @@ class RowMasker:
         """A DataRow frame with the masked values (``body`` without the 5-byte header).
 
         Only the masked columns are decoded; the bytes around them are copied as they are."""
-        unpack = _I.unpack_from
+        k = self._single
+        size = len(body)
+        if k < 0 or size < 6:
+            return self._row(body)
+        count, length = _H_I.unpack_from(body, 0)
+        if count <= k:
+            return self._row(body)
+        pack = _I.pack
+        pos = 2
+        i = 0
+        while i < k:
+            pos += 4 + (length if length > 0 else 0)
+            if pos + 4 > size:
+                raise WireError("DataRow is truncated")
+            (length,) = _I.unpack_from(body, pos)
+            i += 1
+        vs = pos + 4
+        ve = vs + (length if length > 0 else 0)
+        if ve > size:
+            raise WireError("DataRow is truncated")
+        if length < 0:
+            return b"D" + pack(size + 4) + body
+        raw = body[vs:ve]
+        span = self._span
+        if span is not None and (raw.isalnum() if span.alnum else raw.isascii()):
+            keep = span.first + span.last
+            if keep >= length:
+                return b"".join((b"D", pack(size + 4), body[:vs], span.unit * length, body[ve:]))
+            return b"".join(
+                (
+                    b"D",
+                    pack(size + 4),
+                    body[: vs + span.first],
+                    span.unit * (length - keep),
+                    body[ve - span.last :],
+                )
+            )
+        fn = self._fns[k]
+        assert fn is not None
+        new = fn(raw)
+        if new is None:
+            return b"".join((b"D", pack(size - length + 4), body[:pos], _NULL, body[ve:]))
+        return b"".join(
+            (b"D", pack(size + len(new) - length + 4), body[:pos], pack(len(new)), new, body[ve:])
+        )
+
+    def _row(self, body: bytes | bytearray) -> bytes:
+        """:meth:`row` for any masks: every column up to the last masked one is walked."""
+        size = len(body)
+        if size < 2:
+            raise WireError("DataRow is truncated")
         (count,) = _H.unpack_from(body, 0)
+        fns = self._fns
+        unpack = _I.unpack_from
         pos = 2
         last = 0
-        parts: list[bytes] = []
-        enc = self.encoding
-        items = self._by_index
-        stop = min(count, self._last + 1)
-        size = len(body)
-        for i in range(stop):
+        delta = 0  # how much longer the row gets
+        parts: list[bytes | bytearray] = [b""]  # [0]: the frame header, set at the end
+        for i in range(min(count, len(fns))):
+            if pos + 4 > size:
+                raise WireError("DataRow is truncated")
             (length,) = unpack(body, pos)
             end = pos + 4 + (length if length > 0 else 0)
             if end > size:
                 raise WireError("DataRow is truncated")
-            item = items.get(i)
-            if item is not None and length >= 0:
-                mask, null, type_oid, fmt = item
-                if null:
-                    new = b"\xff\xff\xff\xff"
+            fn = fns[i]
+            if fn is not None and length >= 0:
+                new = fn(body[pos + 4 : end])
+                if new is None:
+                    parts.append(body[last:pos])
+                    parts.append(_NULL)
+                    delta -= length
+                elif len(new) == length:
+                    parts.append(body[last : pos + 4])
+                    parts.append(new)
                 else:
-                    v = body[pos + 4 : end]
-                    text = v.decode(enc, "replace") if fmt == 0 else r.binary_to_text(type_oid, v, enc)
-                    masked = mask.apply(text, token_key=self.token_key) if text is not None else _REDACTED
-                    if masked is None:
-                        new = b"\xff\xff\xff\xff"
-                    else:
-                        data = masked.encode(enc, "replace")
-                        new = _I.pack(len(data)) + data
-                parts.append(body[last:pos])
-                parts.append(new)
+                    parts.append(body[last:pos])
+                    parts.append(_I.pack(len(new)))
+                    parts.append(new)
+                    delta += len(new) - length
                 last = end
             pos = end
+        if last == 0:
+            return b"D" + _I.pack(size + 4) + body
+        parts[0] = b"D" + _I.pack(size + delta + 4)
         parts.append(body[last:])
-        out = b"".join(parts)
-        return b"D" + _I.pack(len(out) + 4) + out
+        return b"".join(parts)
+
+    def rows(self, buf: bytes | bytearray, start: int, end: int, limit: int = -1) -> tuple[bytes, int, int]:
+        """Mask the run of complete DataRow frames (headers included) that starts at
+        ``buf[start]``, as :meth:`row` would one by one: it stops before the first frame that
+        is not a DataRow or does not end by ``end``, and after ``limit`` rows (negative: no
+        limit). Returns the frames for the client, the position after the last row taken, and
+        how many rows were taken (0 when ``buf[start]`` does not begin a complete DataRow).
+        A read buffer's worth of rows costs one call; nothing of ``buf`` is kept."""
+        k = self._single
+        fns = self._fns
+        fn = fns[k] if k >= 0 else None
+        span = self._span
+        first, last, unit, alnum = (
+            (span.first, span.last, span.unit, span.alnum) if span else (0, 0, b"", False)
+        )
+        keep = first + last
+        unpack = _I.unpack_from
+        head = _HEAD.unpack_from
+        pack = _I.pack
+        parts: list[bytes | bytearray] = []
+        append = parts.append
+        p = emitted = start
+        taken = 0
+        while end - p >= 11 and buf[p] == 0x44 and taken != limit:  # 'D'
+            # Int32 length | Int16 column count | Int32 length of the first value
+            blen, count, length = head(buf, p + 1)
+            e = p + 1 + blen
+            if e > end:
+                break
+            taken += 1
+            if fn is None or count <= k or blen < 10:
+                # several masked columns, or an odd row: the general way
+                append(buf[emitted:p])
+                append(self._row(buf[p + 5 : e]))
+                p = emitted = e
+                continue
+            pos = p + 7
+            i = 0
+            while i < k:
+                pos += 4 + (length if length > 0 else 0)
+                if pos + 4 > e:
+                    raise WireError("DataRow is truncated")
+                (length,) = unpack(buf, pos)
+                i += 1
+            vs = pos + 4
+            if length < 0:  # NULL
+                p = e
+                continue
+            ve = vs + length
+            if ve > e:
+                raise WireError("DataRow is truncated")
+            raw = buf[vs:ve]
+            if span is not None and (raw.isalnum() if alnum else raw.isascii()):
+                if keep >= length:
+                    append(buf[emitted:vs])
+                    append(unit * length)
+                    emitted = ve
+                else:  # the kept bytes go with the spans around
+                    append(buf[emitted : vs + first])
+                    append(unit * (length - keep))
+                    emitted = ve - last
+                p = e
+                continue
+            new = fn(raw)
+            if new is not None and len(new) == length:
+                append(buf[emitted:vs])
+                append(new)
+            else:
+                append(buf[emitted:p])
+                if new is None:
+                    append(b"D" + pack(blen - length))
+                    append(buf[p + 5 : pos])
+                    append(_NULL)
+                else:
+                    append(b"D" + pack(blen + len(new) - length))
+                    append(buf[p + 5 : pos])
+                    append(pack(len(new)))
+                    append(new)
+            emitted = ve
+            p = e
+        if p > emitted:
+            append(buf[emitted:p])
+        return b"".join(parts), p, taken
+
+
+def _to_null(raw: Raw) -> None:
+    return None
 
 
 # --------------------------------------------------------------------------- COPY TO STDOUT
@@ -200,8 +388,19 @@ class CopyMasker:
         h = re.search(r"\bheader\b(?:\s+(true|false|on|off|1|0|match))?", opts)
         self.header = h is not None and (h.group(1) or "true") in ("true", "on", "1", "match")
         self.first = True
+        self._for: dict[int, ColumnMask] | None = None
+        self._fns: tuple[tuple[int, Callable[[str], str | None]], ...] = ()
         if len(self.delimiter) != 1:
             raise CopyUnmaskable("a COPY delimiter of more than one character cannot be masked")
+
+    def _compiled(self) -> tuple[tuple[int, Callable[[str], str | None]], ...]:
+        """The masks' text functions (compiled again when the engine replaced ``masks``)."""
+        if self._for is not self.masks:
+            self._for = self.masks
+            self._fns = tuple(
+                (i, text_masker(mask, token_key=self.token_key)) for i, mask in self.masks.items()
+            )
+        return self._fns
 
     def row(self, body: bytes) -> bytes:
         """A CopyData frame with the masked row (``body`` is the CopyData payload)."""
@@ -212,14 +411,32 @@ class CopyMasker:
         line = body.decode(self.encoding, "replace")
         nl = "\n" if line.endswith("\n") else ""
         line = line[:-1] if nl else line
+        fns = self._compiled()
+        if (
+            not self.csv
+            and "\\" not in line
+            and "\r" not in line
+            and "\n" not in line
+            and (self.delimiter == "\t" or "\t" not in line)
+        ):
+            # no escapes: every value is its text, and escaping the others would give them
+            # back unchanged, so only the masked values are rewritten
+            cells = line.split(self.delimiter)
+            for i, fn in fns:
+                if i < len(cells) and cells[i] != self.null:
+                    masked = fn(cells[i])
+                    cells[i] = r.join_copy_text([masked], self.delimiter, self.null)
+            data = (self.delimiter.join(cells) + nl).encode(self.encoding, "replace")
+            return b"d" + (len(data) + 4).to_bytes(4, "big") + data
         if self.csv:
             parsed = next(csv.reader([line], delimiter=self.delimiter), [])
             values: list[str | None] = [None if v == self.null else v for v in parsed]
         else:
             values = list(r.split_copy_text(line, self.delimiter, self.null))
-        for i, mask in self.masks.items():
-            if i < len(values) and values[i] is not None:
-                values[i] = mask.apply(values[i], token_key=self.token_key)
+        for i, fn in fns:
+            v = values[i] if i < len(values) else None
+            if v is not None:
+                values[i] = fn(v)
         if self.csv:
             # a NULL is the null string unquoted; an empty string must then be quoted
             cells = []

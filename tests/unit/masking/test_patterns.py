@@ -71,9 +71,11 @@ def test_no_builtin_pattern_returns_the_value_unchanged_unless_it_was_blank(valu
 def test_partial_keeps_length_and_never_reveals_everything(value: str, first: int, last: int) -> None:
     out = partial(value, first, last)
     assert out is not None and len(out) == len(value)
-    significant = [c for c in value if c not in "-. @()+/_:"]
-    if len(significant) >= 1:
-        assert out != value or all(c == "*" for c in significant)
+    significant = [i for i, c in enumerate(value) if c not in "-. @()+/_:"]
+    # at least one significant character is masked (a value such as "0*0" may come back as it
+    # was: its masked character already is the mask character)
+    if significant:
+        assert any(out[i] == "*" for i in significant)
 
 
 @given(st.text(max_size=30))

@@ -213,7 +213,7 @@ _TEMPORAL = frozenset(
 )
 
 
-def lenenc_span(data: bytes, pos: int) -> tuple[int, int]:
+def lenenc_span(data: bytes | bytearray, pos: int) -> tuple[int, int]:
     """(start, end) of the bytes of the length-encoded string at ``pos`` (not NULL)."""
     n = len(data)
     if pos >= n:
@@ -240,7 +240,7 @@ def null_bitmap_size(num_columns: int) -> int:
     return (num_columns + 7 + 2) // 8
 
 
-def binary_value_end(data: bytes, pos: int, typ: int) -> int:
+def binary_value_end(data: bytes | bytearray, pos: int, typ: int) -> int:
     """Where the binary-protocol value of type ``typ`` starting at ``pos`` ends."""
     size = _FIXED_SIZES.get(typ)  # type: ignore[call-overload]
     if size is not None:
