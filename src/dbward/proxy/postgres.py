@@ -1516,6 +1516,27 @@ class _Session:
                     pos = end
                     continue
                 assert rw is not None
+                if t == b"D" and rw.masker is not None:
+                    # a run of DataRows in one call to the masker, up to the row limit
+                    p = rw.counter
+                    budget = -1
+                    if rw.limit is not None:
+                        sent = p.rows_sent if p is not None else rw.rows
+                        budget = 0 if sent >= rw.limit or (p is not None and p.cut) else rw.limit - sent
+                    if budget:
+                        piece, nxt, k = rw.masker.rows(buf, pos, n, budget)
+                        if k:
+                            rows += k - 1  # this frame is counted already
+                            rw.rows += k
+                            if p is not None:
+                                p.rows_sent += k
+                            if seg < pos:
+                                out.append(bytes(buf[seg:pos]))
+                                emitted += pos - seg
+                            out.append(piece)
+                            emitted += len(piece)
+                            pos = seg = nxt
+                            continue
                 piece = self._rewrite_row(rw, t, bytes(buf[pos:end]))
             elif t in _CONTROL or t == b"H":
                 body = bytes(buf[pos + 5 : end])
