@@ -64,7 +64,7 @@ from dbward.proxy.engine import (
     verify_mysql_native,
     verify_mysql_sha2_fast,
 )
-from dbward.proxy.gate import Ticket
+from dbward.proxy.gate import SCHEMA_CHANGING_KINDS, Ticket
 from dbward.proxy.masking import cut_notice
 from dbward.proxy.mysql_masking import (
     CUT_WARNING_CODE,
@@ -92,12 +92,12 @@ from dbward.wire.mysql.constants import (
 from dbward.wire.mysql.messages import (
     AuthMoreData,
     AuthSwitchRequest,
-    ComStmtExecute,
     ERRPacket,
     HandshakeResponse41,
     HandshakeV10,
     OKPacket,
     SSLRequest,
+    execute_values,
 )
 from dbward.wire.mysql.packets import Packet, ProtocolViolation, Reader, encode_packet, frame_header
 from dbward.wire.mysql.scanner import ResponseKind, ResponseScanner, ResultSummary
@@ -105,8 +105,6 @@ from dbward.wire.mysql.split import is_load_data_local, split_statements, use_ta
 
 log = logging.getLogger(__name__)
 
-#: how much of a response is read from the target at once (frames are scanned, not awaited)
-CHUNK = 256 * 1024
 #: the longest command packet accepted (max_allowed_packet cannot exceed 1 GiB on any server)
 MAX_COMMAND = 1 << 30
 #: connection ids in dbward's greetings start here, far above any target's thread ids, so that
@@ -121,8 +119,12 @@ _DIAGNOSTICS = re.compile(r"\s*show\s+(?:warnings|errors)\b", re.IGNORECASE)
 _MESSAGE_COLUMN = 2
 #: statement kinds that can answer with more result sets than statements (a CALL's results)
 _MANY_RESULTS = frozenset({"CALL", "EXECUTE", "UNKNOWN", "PROCEDURAL"})
+#: a plain int of the status flag read after every response (IntFlag operations cost a call)
+_NO_BACKSLASH_ESCAPES = int(ServerStatus.NO_BACKSLASH_ESCAPES)
 #: the version string shown on the shared port, before the client has picked a target
 SHARED_PORT_VERSION = "8.0.99-dbward"
+#: how the audit trail shows a parameter sent as long data (COM_STMT_SEND_LONG_DATA)
+_LONG_DATA = "<long data>"
 #: commands relayed as-is with a single-packet answer
 _SINGLE = {
     Command.PING,
@@ -157,13 +159,39 @@ def _audit_value(v: Any) -> Any:
 
 
 class _ClientProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that tells the session at once when the client goes away."""
+    """A stream protocol that tells the session at once when the client goes away, and when
+    its connection cannot take more (the target's leg stops reading meanwhile)."""
 
-    def __init__(self, reader: asyncio.StreamReader, on_lost: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        on_lost: Callable[[], None],
+        on_backpressure: Callable[[bool], None],
+        on_data: Callable[[bytes], bool],
+    ) -> None:
         super().__init__(reader)
         self._on_lost = on_lost
+        self._on_backpressure = on_backpressure
+        self._on_data = on_data
+        #: the client's input ended (the reader has been fed its end)
+        self.ended = False
+
+    def data_received(self, data: bytes) -> None:
+        # the session's fast path takes a whole command while its task waits for one
+        # (:meth:`MySQLSession._client_data`); everything else goes to the stream
+        if not self._on_data(data):
+            super().data_received(data)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._on_backpressure(True)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._on_backpressure(False)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.ended = True
         try:
             self._on_lost()
         finally:
@@ -171,9 +199,116 @@ class _ClientProtocol(asyncio.StreamReaderProtocol):
 
     def eof_received(self) -> bool:
         # A MySQL client never half-closes: end of input means it is gone.
+        self.ended = True
         self._on_lost()
         super().eof_received()
         return False
+
+
+class _RelaySink:
+    """One relay of a response as the target's chunks arrive (called by the loop, through
+    :class:`~dbward.proxy.mysql_upstream.UpstreamPipe`): scan, write to the client, and
+    resolve ``outcome`` when the response is complete (True: the server asked for a LOCAL
+    INFILE and the client's file comes next) or broke off (the exception the relay raises)."""
+
+    __slots__ = ("_hold_last", "_out", "_scanner", "_session", "finished", "outcome")
+
+    def __init__(self, session: MySQLSession, scanner: ResponseScanner, hold_last: bool) -> None:
+        assert session.writer is not None
+        self.finished = False
+        self.outcome: asyncio.Future[bool] = session.loop.create_future()
+        self._session = session
+        self._scanner = scanner
+        self._hold_last = hold_last
+        self._out = session.writer.transport
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self._feed(data)
+        except Exception as exc:  # never into the loop's callback: the relay raises it
+            self._fail(exc)
+
+    def _feed(self, data: bytes) -> None:
+        scanner = self._scanner
+        try:
+            scanner.feed(data)
+        except ProtocolViolation as exc:
+            self._fail(UpstreamError(f"the target sent a malformed response ({exc})"))
+            return
+        if self._out.is_closing():  # uvloop raises RuntimeError on a closed transport
+            self._fail(ConnectionResetError("the client connection was lost"))
+            return
+        session = self._session
+        assert session.live is not None
+        session.live.touch()
+        if scanner.done:
+            if self._hold_last:
+                session._held = data
+            else:
+                self._out.write(data)
+            self._finish(False)
+        elif scanner.wants_infile:
+            self._out.write(data)
+            self._finish(True)
+        else:
+            self._out.write(data)
+
+    def end(self) -> None:
+        self._fail(UpstreamError("the target closed the connection in the middle of a response"))
+
+    def _finish(self, infile: bool) -> None:
+        self.finished = True
+        if not self.outcome.done():
+            self.outcome.set_result(infile)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.finished = True
+        if not self.outcome.done():
+            self.outcome.set_exception(exc)
+
+
+class _FastSink(_RelaySink):
+    """The relay of a command taken by the fast path (:meth:`MySQLSession._try_fast`): the
+    same scanning and writing, but the end of the response finishes the command right in the
+    loop's callback (:meth:`MySQLSession._fast_finish`) rather than waking the session's task."""
+
+    __slots__ = ()
+
+    def __init__(self, session: MySQLSession, scanner: ResponseScanner) -> None:
+        assert session.writer is not None
+        self.finished = False
+        self._session = session
+        self._scanner = scanner
+        self._hold_last = True
+        self._out = session.writer.transport
+
+    def _finish(self, infile: bool) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if infile:  # never asked for: the fast path is off while LOCAL INFILE is allowed
+            self._session._fast_fail(
+                UpstreamError("the target asked for a local file, which dbward did not allow here")
+            )
+        else:
+            self._session._fast_finish(self._scanner)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._session._fast_fail(exc)
+
+
+@dataclass(slots=True)
+class _FastCommand:
+    """The command the fast path has in flight."""
+
+    ticket: Ticket
+    kind: ResponseKind
+    #: COM_STMT_EXECUTE: the prepared statement and the parameter types to remember
+    prepared: _Prepared | None = None
+    types: tuple[tuple[int, bool], ...] | None = None
 
 
 @dataclass(kw_only=True)
@@ -189,6 +324,11 @@ class _Prepared:
 
 class _SessionEnd(Exception):
     """The session ends now (the client has been told why, or is gone)."""
+
+
+class _IdleExpired(ConnectionError):
+    """The idle watchdog ended the wait for the client's next command (a ConnectionError, as
+    the client stream raises it from then on)."""
 
 
 @register
@@ -285,6 +425,21 @@ class MySQLSession:
         #: statements that use no table, so dbward cannot tell when they are gone)
         self.diag_plan: MaskingPlan | None = None
         self._pre = bytearray(client.initial_data)
+        #: the idle watchdog (see :meth:`_idle_check`)
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._awaiting_command = False
+        self._idle_expired = False
+        #: the fast path (:meth:`_client_data`): the task waits in :meth:`_read_command` for a
+        #: command header; the command in flight; client bytes that came meanwhile; the ticket
+        #: of a command the fast path decided but left to the task; the client's buffer is full
+        self._client_protocol: _ClientProtocol | None = None
+        self._fast_on = not deps.settings.proxy.allow_load_data_local
+        self._parked = False
+        self._fast: _FastCommand | None = None
+        self._fast_waiter: asyncio.Future[None] | None = None
+        self._queued: bytearray | None = None
+        self._prechecked: Ticket | None = None
+        self._client_full = False
 
     # ------------------------------------------------------------------ raw socket phase
     async def _recv_exact(self, n: int) -> bytes:
@@ -308,7 +463,8 @@ class MySQLSession:
 
     async def _attach_transport(self, ssl_on: bool) -> None:
         reader = asyncio.StreamReader(limit=STREAM_LIMIT, loop=self.loop)
-        protocol = _ClientProtocol(reader, self._client_lost)
+        protocol = _ClientProtocol(reader, self._client_lost, self._client_backpressure, self._client_data)
+        self._client_protocol = protocol
         transport, _ = await self.loop.connect_accepted_socket(
             lambda: protocol,
             sock=self.client.sock,
@@ -373,6 +529,9 @@ class MySQLSession:
             await self._close()
 
     async def _close(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self.upstream is not None:
             self.upstream.close()
         if self.writer is not None:
@@ -449,6 +608,7 @@ class MySQLSession:
                     allow_local_infile=settings.proxy.allow_load_data_local,
                 )
                 self.upstream = up
+                up.start_relaying()
                 self.engine.remember_greeting(target, up.greeting)
                 self.deprecate_eof = bool(self.capabilities & up.capabilities & Capability.DEPRECATE_EOF)
                 # The splitter must read quotes as the server does: sql_mode NO_BACKSLASH_ESCAPES
@@ -593,6 +753,11 @@ class MySQLSession:
         raise ConnectionDenied(reason)
 
     # ------------------------------------------------------------------ kill and cancel
+    def _client_backpressure(self, full: bool) -> None:
+        self._client_full = full
+        if self.upstream is not None and self.upstream.pipe is not None:
+            self.upstream.pipe.hold(full)
+
     def _client_lost(self) -> None:
         if self.live is not None and self.live.busy and not self.killing:
             self.killing = True
@@ -645,27 +810,54 @@ class MySQLSession:
             self.writer.transport.abort()
 
     # ------------------------------------------------------------------ command phase
+    def _idle_check(self) -> None:
+        """The idle watchdog (one timer per session, re-armed only when it fires, rather than
+        a timeout around every command read): when the session has waited for a command for
+        ``proxy.idle_timeout_seconds``, the pending read fails with :class:`_IdleExpired`."""
+        self._idle_timer = None
+        if self.reader is None or self.live is None or self._idle_expired:
+            return
+        idle = self.deps.settings.proxy.idle_timeout_seconds
+        left = idle - (time.monotonic() - self.live.last_activity)
+        if not self._awaiting_command:
+            # a statement runs: the deadline is at least ``idle`` from now (it ends with a touch)
+            self._idle_timer = self.loop.call_later(idle, self._idle_check)
+            return
+        if left > 0:
+            self._idle_timer = self.loop.call_later(max(left, 0.01), self._idle_check)
+            return
+        self._idle_expired = True
+        self.reader.set_exception(_IdleExpired())
+
     async def _read_command(self) -> Packet | None:
         assert self.reader is not None and self.live is not None
-        idle = self.deps.settings.proxy.idle_timeout_seconds
-        while True:
-            left = idle - (time.monotonic() - self.live.last_activity)
-            if left <= 0:
-                self.seq = 0xFF  # an unsolicited error starts at sequence id 0
-                raise IdleTimeout(
-                    f"dbward closed the session after {idle:g} seconds without activity "
-                    "(setting proxy.idle_timeout_seconds)"
-                )
+        if self._idle_timer is None:
+            self._idle_check()
+        self._awaiting_command = True
+        try:
+            self._parked = True
             try:
-                async with asyncio.timeout(left):
-                    header = await self.reader.readexactly(4)
-                break
-            except TimeoutError:
-                continue
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial:
-                    raise ProtocolViolation("the client closed in the middle of a packet") from None
-                return None
+                header = await self.reader.readexactly(4)
+            except Exception:
+                self._parked = False
+                if self._fast is not None:  # the fast path's command ends first (it ends soon)
+                    await self._fast_settled()
+                raise
+            finally:
+                self._parked = False
+        except _IdleExpired:
+            idle = self.deps.settings.proxy.idle_timeout_seconds
+            self.seq = 0xFF  # an unsolicited error starts at sequence id 0
+            raise IdleTimeout(
+                f"dbward closed the session after {idle:g} seconds without activity "
+                "(setting proxy.idle_timeout_seconds)"
+            ) from None
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                raise ProtocolViolation("the client closed in the middle of a packet") from None
+            return None
+        finally:
+            self._awaiting_command = False
         length, seq = frame_header(header)
         parts = [await self.reader.readexactly(length) if length else b""]
         last = seq
@@ -683,6 +875,233 @@ class MySQLSession:
         if not payload:
             raise ProtocolViolation("an empty command packet")
         return Packet(seq, payload)
+
+    # ------------------------------------------------------------------ the fast path
+    # The common round trip (one COM_QUERY statement or one COM_STMT_EXECUTE, a decision the
+    # gate holds in its cache, no result rewrite) runs in the loop's callbacks, with no task
+    # wakeup: the client's packet is taken as it arrives while the session's task waits for a
+    # command header (:meth:`_read_command`), decided with ``gate.check_cached``, written to the
+    # target as the client sent it, and its response relayed by :class:`_FastSink`, which
+    # records the completion (``gate.complete_soon``) before it sends the final chunk, as
+    # ``hold_last`` does on the task's path. Anything else goes to the task unchanged; a
+    # command decided here but not plain enough goes with its ticket (``_prechecked``).
+    def _client_data(self, data: bytes) -> bool:
+        """The client's bytes as they arrive: True when the fast path took them."""
+        if self._fast is not None:
+            # a fast command is in flight: its successor waits for it (MySQL is one command
+            # at a time; a client that pipelines is answered in order)
+            if self._queued is None:
+                self._queued = bytearray(data)
+            else:
+                self._queued += data
+            return True
+        if not self._parked or self._client_full or not self._fast_on:
+            return False
+        reader = self.reader
+        if reader is None or reader._buffer:  # type: ignore[attr-defined]
+            return False
+        return self._try_fast(data)
+
+    def _try_fast(self, data: bytes) -> bool:
+        """Start ``data`` as a fast command when it is exactly one plain command packet."""
+        n = len(data)
+        if n < 5 or n > 0xFFFFFE or data[3] != 0 or data[0] | (data[1] << 8) | (data[2] << 16) != n - 4:
+            return False  # not exactly one whole first packet (or 16 MiB or more)
+        code = data[4]
+        info, live, up = self.info, self.live, self.upstream
+        if info is None or live is None or up is None or up.pipe is None or self.killing:
+            return False
+        if up.writer.is_closing() or self.writer is None or self.writer.transport.is_closing():
+            return False
+        prepared: _Prepared | None = None
+        types: tuple[tuple[int, bool], ...] | None = None
+        try:
+            if code == Command.QUERY:
+                kind = ResponseKind.QUERY
+                sql = data[5:].decode("utf-8", "replace")
+                if _KILL.match(sql) is not None or (
+                    self.cut_warning is not None and _SHOW_WARNINGS.match(sql)
+                ):
+                    return False
+                statements = split_statements(sql, backslash_escapes=not self.no_backslash_escapes)
+                if len(statements) != 1:
+                    return False
+                text = statements[0]
+                if (self.diag_plan is not None and _DIAGNOSTICS.match(text)) or use_target(text) is not None:
+                    return False
+                if is_load_data_local(text):
+                    return False
+                statement = Statement(
+                    sql=text,
+                    origin=StatementOrigin.QUERY,
+                    database=info.database,
+                    index_in_batch=0,
+                    batch_size=1,
+                )
+            elif code == Command.STMT_EXECUTE:
+                kind = ResponseKind.EXECUTE
+                sid = int.from_bytes(data[5:9], "little")
+                if sid == 0xFFFFFFFF and self.last_prepared is not None:
+                    sid = self.last_prepared
+                prepared = self.statements.get(sid)
+                if prepared is None or prepared.long_data:
+                    return False
+                if self.diag_plan is not None and _DIAGNOSTICS.match(prepared.sql):
+                    return False
+                values, types = execute_values(data[4:], prepared.num_params, prepared.types)
+                statement = Statement(
+                    sql=prepared.sql,
+                    origin=StatementOrigin.EXECUTE,
+                    database=info.database,
+                    params=tuple(map(_audit_value, values)),
+                    statement_name=str(sid),
+                )
+            else:
+                return False
+        except (ProtocolViolation, ValueError):
+            return False  # the task's path says what is wrong with it
+        try:
+            ticket = self.deps.gate.check_cached(info, statement)
+        except Exception:
+            # the decision was not recorded: the task's path decides again and reports it
+            return False
+        if ticket is None:
+            return False
+        d = ticket.decision
+        if (
+            not d.allowed
+            or d.masking is not None
+            or d.row_limit is not None
+            or d.approval_request_id is not None
+            or d.kind in SCHEMA_CHANGING_KINDS
+            or (kind is ResponseKind.QUERY and d.kind in _MANY_RESULTS)
+        ):
+            self._prechecked = ticket  # decided and recorded: the task goes on with it
+            return False
+        self.seq = data[3]
+        self.cut_warning = None
+        live.touch()
+        live.busy = True
+        self._awaiting_command = False  # the idle watchdog waits while the statement runs
+        self._fast = _FastCommand(ticket, kind, prepared, types)
+        up.writer.write(data)  # the client's packet as it came: sequence id 0
+        up.pipe.attach(_FastSink(self, ResponseScanner(kind, deprecate_eof=self.deprecate_eof)))
+        return True
+
+    def _fast_finish(self, scanner: ResponseScanner) -> None:
+        """The fast command's response is complete (its final chunk is in ``_held``)."""
+        fast = self._fast
+        assert fast is not None and self.live is not None and self.info is not None
+        self._fast_detach()
+        if scanner.last_status is not None:
+            self.no_backslash_escapes = bool(scanner.last_status & _NO_BACKSLASH_ESCAPES)
+        results = scanner.results
+        sent = scanner.bytes_seen
+        error = None
+        if not results and fast.kind is ResponseKind.QUERY:
+            error, sent = "not run: an earlier statement in the same packet failed", 0
+        try:
+            done = self._complete_soon(fast.ticket, results[0] if results else None, sent, error=error)
+        except Exception as exc:
+            self._fast_release_failed(exc)
+            return
+        if not done:
+            self.engine.spawn(
+                self._fast_complete_later(fast, scanner), f"mysql-complete-{self.connection_id}"
+            )
+            return
+        self._fast_done(fast)
+
+    async def _fast_complete_later(self, fast: _FastCommand, scanner: ResponseScanner) -> None:
+        """The gate wants its full completion path (never for what the fast path takes today)."""
+        results = scanner.results
+        try:
+            await self._complete(fast.ticket, results[0] if results else None, scanner.bytes_seen)
+        except Exception as exc:
+            self._fast_release_failed(exc)
+            return
+        self._fast_done(fast)
+
+    def _fast_release_failed(self, exc: BaseException) -> None:
+        """The completion could not be recorded: the response still goes out whole (as the
+        task's ``finally: _release()``), then the error."""
+        try:
+            self._release()
+        except ConnectionError:
+            pass
+        self._fast_end(exc)
+
+    def _fast_done(self, fast: _FastCommand) -> None:
+        assert self.live is not None
+        try:
+            self._release()
+        except ConnectionError as exc:
+            self._fast_end(exc)
+            return
+        prepared = fast.prepared
+        if prepared is not None:
+            prepared.types = fast.types
+            prepared.long_data.clear()
+            prepared.rewritten = False
+            prepared.cursor = None
+        self.live.touch()
+        self._fast_end(None)
+
+    def _fast_fail(self, exc: BaseException) -> None:
+        """The fast command's exchange broke off (client gone, target gone, bad response)."""
+        fast = self._fast
+        assert fast is not None
+        self._fast_detach()
+        why = exc.message if isinstance(exc, DbwardError) else "the client connection was lost"
+        try:
+            if not self._complete_soon(fast.ticket, None, 0, error=f"interrupted: {why}"):
+                self.engine.spawn(
+                    self._complete(fast.ticket, None, 0, error=f"interrupted: {why}"),
+                    f"mysql-complete-{self.connection_id}",
+                )
+        except DbwardError:
+            log.error("the interruption of statement %s could not be audited", fast.ticket.id)
+        self._held = None
+        self._fast_end(exc)
+
+    def _fast_detach(self) -> None:
+        assert self.upstream is not None and self.upstream.pipe is not None and self.live is not None
+        self.upstream.pipe.detach()
+        self.live.busy = False
+
+    def _fast_end(self, exc: BaseException | None) -> None:
+        """The fast command is over: go on with what the client sent meanwhile, or (``exc``)
+        end the session through its task, as the task's path would have."""
+        self._fast = None
+        waiter, self._fast_waiter = self._fast_waiter, None
+        queued, self._queued = self._queued, None
+        reader = self.reader
+        assert reader is not None
+        if exc is not None:
+            if isinstance(exc, DbwardError) and exc.code == "audit_unavailable":
+                self.send_error(exc)  # as the command loop does: the session goes on
+                exc = None
+            else:
+                reader.set_exception(exc if isinstance(exc, Exception) else ConnectionResetError(str(exc)))
+        if exc is None:
+            self._awaiting_command = True
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if exc is not None or not queued:
+            return
+        protocol = self._client_protocol
+        if protocol is not None and protocol.ended:
+            return  # the client is gone; its last bytes are moot
+        data = bytes(queued)
+        if not self._client_data(data):
+            reader.feed_data(data)
+
+    async def _fast_settled(self) -> None:
+        """Wait until the fast command in flight is over."""
+        if self._fast is not None:
+            if self._fast_waiter is None:
+                self._fast_waiter = self.loop.create_future()
+            await asyncio.shield(self._fast_waiter)
 
     async def _command_loop(self) -> None:
         assert self.live is not None
@@ -778,7 +1197,19 @@ class MySQLSession:
 
     async def _check(self, statement: Statement) -> Ticket:
         assert self.info is not None
-        return await self.deps.gate.check(self.info, statement)
+        pre = self._prechecked
+        if pre is not None:
+            # the fast path decided this command (and recorded the decision), then left it here
+            self._prechecked = None
+            if pre.statement.sql == statement.sql and pre.statement.origin is statement.origin:
+                return pre
+            log.error("a statement decided by the fast path was not the next one checked")
+            await self._complete(pre, None, 0, error="not run: dbward lost track of this statement")
+        # the gate's synchronous path for a decision it holds in its cache; else the full one
+        ticket = self.deps.gate.check_cached(self.info, statement)
+        if ticket is None:
+            ticket = await self.deps.gate.check(self.info, statement)
+        return ticket
 
     def _refusal(self, ticket: Ticket) -> DbwardError:
         if ticket.decision.effect is Effect.REQUIRE_APPROVAL:
@@ -897,21 +1328,37 @@ class MySQLSession:
         if masked is not None:
             # the audit trail hears what was masked before the statement's completion
             await self.deps.gate.masked(self.info, ticket, masked)
+        outcome = self._outcome(result, sent, error, truncated)
+        gate = self.deps.gate
+        if not gate.complete_soon(self.info, ticket, outcome):
+            await gate.complete(self.info, ticket, outcome)
+
+    def _complete_soon(
+        self, ticket: Ticket, result: ResultSummary | None, sent: int, *, error: str | None = None
+    ) -> bool:
+        """:meth:`_complete` for the fast path (nothing masked): True when recorded, False
+        (having done nothing) when the caller must await :meth:`_complete`."""
+        assert self.info is not None and self.live is not None
+        if not self.deps.gate.complete_soon(self.info, ticket, self._outcome(result, sent, error, False)):
+            return False
+        self.live.statements += 1
+        return True
+
+    @staticmethod
+    def _outcome(
+        result: ResultSummary | None, sent: int, error: str | None, truncated: bool
+    ) -> StatementOutcome:
         err_code = None
         if result is not None and result.error is not None:
             error = result.error.message
             err_code = str(result.error.error_code)
-        await self.deps.gate.complete(
-            self.info,
-            ticket,
-            StatementOutcome(
-                rows=result.rows if result else None,
-                affected=result.affected if result else None,
-                bytes_sent=sent,
-                error=error,
-                error_code=err_code,
-                truncated=truncated,
-            ),
+        return StatementOutcome(
+            rows=result.rows if result else None,
+            affected=result.affected if result else None,
+            bytes_sent=sent,
+            error=error,
+            error_code=err_code,
+            truncated=truncated,
         )
 
     def _release(self) -> None:
@@ -928,36 +1375,27 @@ class MySQLSession:
 
     async def _relay(self, scanner: ResponseScanner, hold_last: bool = False) -> None:
         """Copy the target's response to the client until the scanner says it is complete;
-        with ``hold_last`` the final chunk is kept in ``_held`` for :meth:`_release`."""
+        with ``hold_last`` the final chunk is kept in ``_held`` for :meth:`_release`. The
+        chunks are scanned and written as the loop reads them (:class:`_RelaySink`), with no
+        task switch per chunk."""
         assert self.upstream is not None and self.writer is not None and self.live is not None
-        up = self.upstream.reader
-        out = self.writer
+        pipe = self.upstream.pipe
+        assert pipe is not None
         live = self.live
         live.busy = True
         try:
             while True:
-                data = await up.read(CHUNK)
-                if not data:
-                    raise UpstreamError("the target closed the connection in the middle of a response")
+                sink = _RelaySink(self, scanner, hold_last)
+                pipe.attach(sink)
                 try:
-                    scanner.feed(data)
-                except ProtocolViolation as exc:
-                    raise UpstreamError(f"the target sent a malformed response ({exc})") from exc
-                if out.transport.is_closing():  # uvloop raises RuntimeError on a closed transport
-                    raise ConnectionResetError("the client connection was lost")
-                live.touch()
-                if hold_last and scanner.done and not scanner.wants_infile:
-                    self._held = data
+                    infile = await sink.outcome
+                finally:
+                    pipe.detach()
+                if not infile:
                     break
-                out.write(data)
-                if scanner.wants_infile:
-                    await out.drain()
-                    await self._relay_infile()
-                    scanner.resume_after_infile()
-                    continue
-                if scanner.done:
-                    break
-                await out.drain()
+                await self.writer.drain()
+                await self._relay_infile()
+                scanner.resume_after_infile()
         finally:
             live.busy = False
 
@@ -967,13 +1405,14 @@ class MySQLSession:
         """Like :meth:`_relay`, for a response dbward rewrites (masking, row limit): each chunk
         read is rewritten and written at once; the scanner follows what the client gets."""
         assert self.upstream is not None and self.writer is not None and self.live is not None
-        up = self.upstream.reader
+        up = self.upstream.pipe
+        assert up is not None
         out = self.writer
         live = self.live
         live.busy = True
         try:
             while True:
-                data = await up.read(CHUNK)
+                data = await up.read()
                 if not data:
                     raise UpstreamError("the target closed the connection in the middle of a response")
                 try:
@@ -1029,7 +1468,8 @@ class MySQLSession:
             length, _ = frame_header(header)
             body = await self.reader.readexactly(length) if length else b""
             self.upstream.writer.write(header + body)
-            await self.upstream.writer.drain()
+            assert self.upstream.pipe is not None
+            await self.upstream.pipe.drain()
             if length == 0:
                 return
 
@@ -1061,7 +1501,7 @@ class MySQLSession:
                     log.error("the interruption of statement %s could not be audited", t.id)
             raise
         if scanner.last_status is not None:
-            self.no_backslash_escapes = bool(scanner.last_status & ServerStatus.NO_BACKSLASH_ESCAPES)
+            self.no_backslash_escapes = bool(scanner.last_status & _NO_BACKSLASH_ESCAPES)
         return scanner
 
     async def _gated(
@@ -1243,10 +1683,10 @@ class MySQLSession:
                 f"prepared statement {sid} is unknown to dbward (it was never prepared in this session "
                 "or has been closed)"
             )
-        execute = ComStmtExecute.parse(
-            payload, prepared.num_params, prepared.types, frozenset(prepared.long_data)
+        values, types = execute_values(
+            payload, prepared.num_params, prepared.types, prepared.long_data, _LONG_DATA
         )
-        params = tuple("<long data>" if p.long_data else _audit_value(p.value) for p in execute.params)
+        params = tuple(map(_audit_value, values))
         _, rewriter = await self._gated(
             payload,
             prepared.sql,
@@ -1255,7 +1695,7 @@ class MySQLSession:
             params=params,
             statement_name=str(sid),
         )
-        prepared.types = execute.types
+        prepared.types = types
         prepared.long_data.clear()
         prepared.rewritten = rewriter is not None
         prepared.cursor = rewriter.cursor if rewriter is not None else None

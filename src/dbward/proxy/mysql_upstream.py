@@ -13,6 +13,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
+from typing import Protocol, cast
 
 from dbward.domain import Target, TlsMode
 from dbward.errors import UpstreamError
@@ -58,6 +59,144 @@ def set_nodelay(writer: asyncio.StreamWriter) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class RelaySink(Protocol):
+    """Who takes the target's bytes while a response is relayed (``proxy/mysql.py``)."""
+
+    finished: bool
+
+    def feed(self, data: bytes) -> None:
+        """Take one chunk as it arrives; never raises (a failure ends the relay instead)."""
+        ...
+
+    def end(self) -> None:
+        """The target's connection ended."""
+        ...
+
+
+class UpstreamPipe(asyncio.Protocol):
+    """The target leg after login, as a Protocol rather than a stream (no task switch, no copy
+    per chunk): while a :class:`RelaySink` is attached, every chunk the loop reads goes to it at
+    once; otherwise chunks are kept for :meth:`read` (reading pauses above ``STREAM_LIMIT``).
+    Reading also pauses while the client's connection cannot take more (:meth:`hold`), so a
+    slow client holds the target back rather than filling dbward's memory."""
+
+    def __init__(self, transport: asyncio.Transport, leftover: bytes, eof: bool) -> None:
+        self.transport = transport
+        self._buf = bytearray(leftover)
+        self._eof = eof
+        self._sink: RelaySink | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._held = False  # the client cannot take more
+        self._full = False  # nobody read what is buffered
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------------- Protocol callbacks
+    def data_received(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is not None and not sink.finished:
+            sink.feed(data)
+            return
+        self._buf += data
+        self._wake()
+        if len(self._buf) > STREAM_LIMIT and not self._full:
+            self._full = True
+            self._pause()
+
+    def eof_received(self) -> bool:
+        self._ended()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended()
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("dbward's connection to the target was lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    # ---------------------------------------------------------------- the relay's side
+    def attach(self, sink: RelaySink) -> None:
+        """Send the target's bytes to ``sink`` from now on, starting with what is buffered."""
+        self._sink = sink
+        if self._full:
+            self._full = False
+            self._resume()
+        if self._buf:
+            data = bytes(self._buf)
+            self._buf.clear()
+            sink.feed(data)
+        if self._eof and not sink.finished:
+            sink.end()
+
+    def detach(self) -> None:
+        self._sink = None
+
+    async def read(self) -> bytes:
+        """What the target sent since the last read (waiting for some); b"" at its end."""
+        while not self._buf:
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._buf)
+        self._buf.clear()
+        if self._full:
+            self._full = False
+            self._resume()
+        return data
+
+    async def drain(self) -> None:
+        """Wait until the target's connection can take more (like ``StreamWriter.drain``)."""
+        if self.transport.is_closing():
+            raise ConnectionResetError("dbward's connection to the target is closed")
+        if self._write_paused:
+            self._drain = asyncio.get_running_loop().create_future()
+            await self._drain
+
+    def hold(self, on: bool) -> None:
+        """Pause (True) or resume (False) reading for the client's sake."""
+        if on != self._held:
+            self._held = on
+            if on:
+                self._pause()
+            else:
+                self._resume()
+
+    # ---------------------------------------------------------------- internals
+    def _pause(self) -> None:
+        if not self.transport.is_closing() and self.transport.is_reading():
+            self.transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._held or self._full or self.transport.is_closing():
+            return
+        if not self.transport.is_reading():
+            self.transport.resume_reading()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _ended(self) -> None:
+        self._eof = True
+        self._wake()
+        sink = self._sink
+        if sink is not None and not sink.finished:
+            sink.end()
+
+
 @dataclass(kw_only=True)
 class UpstreamConnection:
     reader: asyncio.StreamReader
@@ -66,10 +205,27 @@ class UpstreamConnection:
     capabilities: int
     status: int
     tls: bool
+    #: the target leg as a Protocol once the session relays (:meth:`start_relaying`)
+    pipe: UpstreamPipe | None = None
 
     @property
     def thread_id(self) -> int:
         return self.greeting.connection_id
+
+    def start_relaying(self) -> UpstreamPipe:
+        """Take the connection from its login stream into an :class:`UpstreamPipe`, with any
+        bytes the stream holds; ``writer`` still writes and closes (through the transport)."""
+        transport = cast(asyncio.Transport, self.writer.transport)
+        held: bytearray = self.reader._buffer  # type: ignore[attr-defined]
+        leftover = bytes(held)
+        held.clear()
+        eof = self.reader.at_eof() or self.reader.exception() is not None
+        pipe = UpstreamPipe(transport, leftover, eof or transport.is_closing())
+        transport.set_protocol(pipe)
+        if not transport.is_closing() and not transport.is_reading():
+            transport.resume_reading()  # the stream reader may have paused it
+        self.pipe = pipe
+        return pipe
 
     def close(self) -> None:
         if not self.writer.is_closing():

@@ -187,14 +187,17 @@ def _rss_kib() -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("reader", ["wc -l", "(sleep 3; wc -l)"], ids=["fast-client", "slow-client"])
 async def test_million_row_result_streams_in_bounded_memory(
-    dbward_node: RunningNode, maria_port: int
+    dbward_node: RunningNode, maria_port: int, reader: str
 ) -> None:
-    # ~110 MB of result rows; the client runs in its own process and counts rows without keeping them
+    # ~110 MB of result rows; the client runs in its own process and counts rows without keeping
+    # them. The slow client reads nothing for a while: dbward must stop reading from the target
+    # meanwhile rather than hold the result in memory.
     sql = "SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000"
     cmd = (
         f"mariadb -h 127.0.0.1 -P {maria_port} -u {USER} -p{PASSWORD} --skip-ssl --quick -N "
-        f'-D dbward_test -e "{sql}" | wc -l'
+        f'-D dbward_test -e "{sql}" | {reader}'
     )
     base = _rss_kib()
     peak = base

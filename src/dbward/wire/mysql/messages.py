@@ -707,6 +707,104 @@ class ComStmtExecute:
         )
 
 
+#: the parameter types :func:`execute_values` reads inline: integers by size (signed, unsigned)
+_INLINE_INTS = {
+    int(FieldType.TINY): 1,
+    int(FieldType.SHORT): 2,
+    int(FieldType.YEAR): 2,
+    int(FieldType.INT24): 4,
+    int(FieldType.LONG): 4,
+    int(FieldType.LONGLONG): 8,
+}
+#: string types whose value is text (bytes when it is not UTF-8), as :func:`decode_binary_value`
+_INLINE_TEXT = frozenset(
+    int(t)
+    for t in (
+        FieldType.VARCHAR,
+        FieldType.VAR_STRING,
+        FieldType.STRING,
+        FieldType.ENUM,
+        FieldType.SET,
+        FieldType.JSON,
+        FieldType.TINY_BLOB,
+        FieldType.MEDIUM_BLOB,
+        FieldType.LONG_BLOB,
+        FieldType.BLOB,
+    )
+)
+
+
+def execute_values(
+    payload: bytes,
+    num_params: int,
+    previous_types: tuple[tuple[int, bool], ...] | None = None,
+    long_data: frozenset[int] | set[int] = frozenset(),
+    long_marker: Any = None,
+) -> tuple[tuple[Any, ...], tuple[tuple[int, bool], ...]]:
+    """The parameter values and types of a COM_STMT_EXECUTE, as :meth:`ComStmtExecute.parse`
+    reads them but without a message object per parameter (the engine's hot path): integers
+    and strings are read inline, other types through :func:`decode_binary_value`. NULLs are
+    None, parameters sent as long data are ``long_marker``; ``previous_types`` (returned as
+    is) serve when the packet does not bind types again. Raises ProtocolViolation as ``parse``."""
+    if len(payload) < 10 or payload[0] != Command.STMT_EXECUTE:
+        raise ProtocolViolation("not a COM_STMT_EXECUTE packet (or truncated)")
+    if num_params == 0:
+        return (), ()
+    pos = 10 + (num_params + 7) // 8
+    if len(payload) <= pos:
+        raise ProtocolViolation("COM_STMT_EXECUTE truncated before its parameters")
+    bitmap = payload[10:pos]
+    types: tuple[tuple[int, bool], ...]
+    if payload[pos] == 1:
+        pos += 1
+        end = pos + 2 * num_params
+        if len(payload) < end:
+            raise ProtocolViolation("COM_STMT_EXECUTE truncated in its parameter types")
+        types = tuple((payload[i], bool(payload[i + 1] & PARAM_UNSIGNED)) for i in range(pos, end, 2))
+        pos = end
+    elif previous_types is not None and len(previous_types) == num_params:
+        pos += 1
+        types = previous_types
+    else:
+        raise ProtocolViolation("COM_STMT_EXECUTE without parameter types for a first execution")
+    n = len(payload)
+    values: list[Any] = []
+    for i, (t, unsigned) in enumerate(types):
+        if bitmap[i >> 3] & (1 << (i & 7)):
+            values.append(None)
+            continue
+        if i in long_data:
+            values.append(long_marker)
+            continue
+        if t == FieldType.NULL:
+            values.append(None)
+            continue
+        size = _INLINE_INTS.get(t)
+        if size is not None:
+            if pos + size > n:
+                raise ProtocolViolation(f"packet truncated: needed {size} bytes at offset {pos} of {n}")
+            values.append(int.from_bytes(payload[pos : pos + size], "little", signed=not unsigned))
+            pos += size
+            continue
+        if t in _INLINE_TEXT and pos < n and payload[pos] < 0xFB:
+            end = pos + 1 + payload[pos]
+            if end > n:
+                raise ProtocolViolation(
+                    f"packet truncated: needed {end - pos - 1} bytes at offset {pos + 1} of {n}"
+                )
+            raw = payload[pos + 1 : end]
+            pos = end
+            try:
+                values.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                values.append(raw)
+            continue
+        r = Reader(payload, pos)
+        values.append(decode_binary_value(r, t, unsigned))
+        pos = r.pos
+    return tuple(values), types
+
+
 Command_ = (
     ComQuery
     | ComInitDb

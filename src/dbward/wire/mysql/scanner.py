@@ -27,6 +27,28 @@ from dbward.wire.mysql.constants import MAX_FRAME, ServerStatus
 from dbward.wire.mysql.messages import ERRPacket, OKPacket, StmtPrepareOK, terminator_status
 from dbward.wire.mysql.packets import ProtocolViolation, Reader
 
+#: plain ints of the status flags tested per response (IntFlag operations cost a call each)
+_MORE_RESULTS = int(ServerStatus.MORE_RESULTS_EXISTS)
+_CURSOR_EXISTS = int(ServerStatus.CURSOR_EXISTS)
+
+
+def _ok_fields(p: bytes) -> tuple[int, int]:
+    """Affected rows and status flags of an OK packet (header 0x00 or 0xFE); the common short
+    form is read in place, anything else by :meth:`OKPacket.parse` (same answers, same errors)."""
+    if len(p) >= 5 and p[1] < 0xFB and p[2] < 0xFB:
+        return p[1], p[3] | (p[4] << 8)
+    ok = OKPacket.parse(p)
+    return ok.affected_rows, ok.status
+
+
+def _terminator_status(p: bytes) -> int:
+    """:func:`terminator_status`, reading the usual 5-byte EOF and short OK in place."""
+    n = len(p)
+    if n >= 5 and p[0] == 0xFE and (n == 5 or (p[1] < 0xFB and p[2] < 0xFB)):
+        # EOF: 0xFE | 2 warnings | 2 status; OK as terminator: 0xFE | affected | insert id | 2 status
+        return p[3] | (p[4] << 8)
+    return terminator_status(p)
+
 
 class ResponseKind(StrEnum):
     QUERY = "query"  # COM_QUERY: text result sets, OK, ERR, LOCAL INFILE
@@ -142,6 +164,30 @@ class ResponseScanner:
                 pos = end
                 continue
             if state is _S.ROWS:
+                if not self._cont:
+                    # Rows are skipped in a tight loop over the chunk (the hot path of a large
+                    # result): one header read and one first-byte test per row, no objects.
+                    rows = 0
+                    last = n - 5  # a frame header and the first byte of its body are in the chunk
+                    hdr = pos
+                    while pos <= last:
+                        length = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+                        if length and data[pos + 4] >= 0xFE and (data[pos + 4] == 0xFF or length < MAX_FRAME):
+                            break  # a terminator or an error: handled below
+                        hdr = pos
+                        pos += 4 + length
+                        rows += 1
+                        if length == MAX_FRAME:
+                            self._cont = True  # the row goes on in the next frame(s)
+                            break
+                    self._rows += rows
+                    if rows:
+                        self.last_seq = data[hdr + 3]
+                        if pos > n:
+                            self._skip = pos - n
+                            return
+                        continue
+                    # no row: pos, length, body and end still describe the packet read above
                 if n - body < 1 and length:
                     break
                 first = data[body] if length else 0
@@ -188,7 +234,7 @@ class ResponseScanner:
                 self._state = _S.DONE
 
     def _finish(self, status: int) -> None:
-        self._state = _S.FIRST if status & ServerStatus.MORE_RESULTS_EXISTS else _S.DONE
+        self._state = _S.FIRST if status & _MORE_RESULTS else _S.DONE
 
     def _packet(self, p: bytes) -> None:
         if not p:
@@ -205,9 +251,9 @@ class ResponseScanner:
                 if self.kind is ResponseKind.SINGLE:
                     res = ResultSummary()
                     if head == 0x00 and len(p) >= 7:
-                        ok = OKPacket.parse(p)
-                        res = ResultSummary(affected=ok.affected_rows, status=ok.status)
-                        self.last_status = ok.status
+                        affected, status = _ok_fields(p)
+                        res = ResultSummary(affected=affected, status=status)
+                        self.last_status = status
                     self.results.append(res)
                     self._state = _S.DONE
                 elif self.kind is ResponseKind.PREPARE:
@@ -219,29 +265,29 @@ class ResponseScanner:
                         self._state = _S.PREP_COLS
                         self._after_prep_params()
                 elif head == 0x00:
-                    ok = OKPacket.parse(p)
-                    self.last_status = ok.status
-                    self.results.append(ResultSummary(affected=ok.affected_rows, status=ok.status))
-                    self._finish(ok.status)
+                    affected, status = _ok_fields(p)
+                    self.last_status = status
+                    self.results.append(ResultSummary(affected=affected, status=status))
+                    self._finish(status)
                 elif head == 0xFB and self.kind is ResponseKind.QUERY:
                     self.infile_name = p[1:]
                     self._state = _S.INFILE
                 else:
-                    count = Reader(p).lenenc_int_nn()
+                    count = head if head < 0xFB else Reader(p).lenenc_int_nn()
                     if count == 0:
                         raise ProtocolViolation("a result set with zero columns")
                     self._left = count
                     self._rows = 0
                     self._state = _S.COLUMNS
             case _S.COLUMNS_EOF:
-                status = terminator_status(p)
-                if status & ServerStatus.CURSOR_EXISTS and self.kind is ResponseKind.EXECUTE:
+                status = _terminator_status(p)
+                if status & _CURSOR_EXISTS and self.kind is ResponseKind.EXECUTE:
                     self.results.append(ResultSummary(rows=0, status=status))
                     self._state = _S.DONE
                 else:
                     self._state = _S.ROWS
             case _S.ROWS:
-                status = self.last_status = terminator_status(p)
+                status = self.last_status = _terminator_status(p)
                 self.results.append(ResultSummary(rows=self._rows, status=status))
                 self._rows = 0
                 if self.kind is ResponseKind.FETCH:
