@@ -265,16 +265,8 @@ def new_node_key() -> str:
 
 
 # ---------------------------------------------------------------------- the worker's side
-async def _watch_stdin(closed: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.read(4096):
-        pass
-    closed.set()
-
-
 async def serve_worker(spec: dict[str, Any]) -> None:
+    from dbward.audit.ship import watch_stdin
     from dbward.node import Node, load_engines
 
     settings = Settings(**spec["settings"])
@@ -283,7 +275,7 @@ async def serve_worker(spec: dict[str, Any]) -> None:
     control = WorkerControl(str(spec["key"]), index, node.proxy)
     node.deps.workers = control
     closed = asyncio.Event()
-    watcher = asyncio.create_task(_watch_stdin(closed), name="worker-stdin")
+    watcher = asyncio.create_task(watch_stdin(closed), name="worker-stdin")
     try:
         load_engines()
         await control.start()

@@ -151,7 +151,8 @@ async def run(settings: Settings, stdin_closed: asyncio.Event) -> None:
         await store.close()
 
 
-async def _watch_stdin(closed: asyncio.Event) -> None:
+async def watch_stdin(closed: asyncio.Event) -> None:
+    """Set ``closed`` when this child process's stdin (its parent's pipe) reaches its end."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -168,7 +169,7 @@ async def _main() -> None:
     settings = Settings(**data)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     closed = asyncio.Event()
-    watcher = asyncio.create_task(_watch_stdin(closed), name="audit-shipper-stdin")
+    watcher = asyncio.create_task(watch_stdin(closed), name="audit-shipper-stdin")
     try:
         await run(settings, closed)
     finally:

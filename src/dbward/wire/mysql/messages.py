@@ -19,7 +19,7 @@ from dbward.wire.mysql.constants import (
     FieldType,
 )
 from dbward.wire.mysql.packets import ProtocolViolation, Reader, lenenc_bytes, lenenc_int
-from dbward.wire.mysql.rows import decode_binary_value
+from dbward.wire.mysql.rows import TEXT_TYPES, decode_binary_value
 
 
 # --------------------------------------------------------------------------- connection phase
@@ -717,21 +717,7 @@ _INLINE_INTS = {
     int(FieldType.LONGLONG): 8,
 }
 #: string types whose value is text (bytes when it is not UTF-8), as :func:`decode_binary_value`
-_INLINE_TEXT = frozenset(
-    int(t)
-    for t in (
-        FieldType.VARCHAR,
-        FieldType.VAR_STRING,
-        FieldType.STRING,
-        FieldType.ENUM,
-        FieldType.SET,
-        FieldType.JSON,
-        FieldType.TINY_BLOB,
-        FieldType.MEDIUM_BLOB,
-        FieldType.LONG_BLOB,
-        FieldType.BLOB,
-    )
-)
+_INLINE_TEXT = TEXT_TYPES
 
 
 def execute_values(

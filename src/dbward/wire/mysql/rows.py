@@ -46,6 +46,26 @@ def encode_text_row(values: Sequence[bytes | None]) -> bytes:
     return b"".join(b"\xfb" if v is None else lenenc_bytes(v) for v in values)
 
 
+#: string types whose binary-protocol value is text (bytes when it is not UTF-8)
+TEXT_TYPES = frozenset(
+    int(t)
+    for t in (
+        FieldType.VARCHAR,
+        FieldType.VAR_STRING,
+        FieldType.STRING,
+        FieldType.ENUM,
+        FieldType.SET,
+        FieldType.JSON,
+        FieldType.TINY_BLOB,
+        FieldType.MEDIUM_BLOB,
+        FieldType.LONG_BLOB,
+        FieldType.BLOB,
+    )
+)
+#: length-encoded types whose binary-protocol value stays bytes
+_RAW_TYPES = frozenset(int(t) for t in (FieldType.BIT, FieldType.GEOMETRY, FieldType.VECTOR))
+
+
 def decode_binary_value(r: Reader, typ: int, unsigned: bool) -> Any:
     """One value of the binary protocol as a Python value (int, float, str, bytes, date/time)."""
     size = _INT_SIZES.get(typ)  # type: ignore[call-overload]
@@ -91,23 +111,9 @@ def decode_binary_value(r: Reader, typ: int, unsigned: bool) -> Any:
             return Decimal(raw.decode("ascii"))
         except (ArithmeticError, UnicodeDecodeError):
             raise ProtocolViolation("DECIMAL value is not a number") from None
-    if typ in (
-        FieldType.VARCHAR,
-        FieldType.VAR_STRING,
-        FieldType.STRING,
-        FieldType.ENUM,
-        FieldType.SET,
-        FieldType.JSON,
-        FieldType.TINY_BLOB,
-        FieldType.MEDIUM_BLOB,
-        FieldType.LONG_BLOB,
-        FieldType.BLOB,
-        FieldType.BIT,
-        FieldType.GEOMETRY,
-        FieldType.VECTOR,
-    ):
+    if typ in TEXT_TYPES or typ in _RAW_TYPES:
         raw = r.lenenc_bytes_nn()
-        if typ in (FieldType.BIT, FieldType.GEOMETRY, FieldType.VECTOR):
+        if typ in _RAW_TYPES:
             return raw
         try:
             return raw.decode("utf-8")
