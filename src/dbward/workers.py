@@ -194,8 +194,8 @@ class WorkerPool:
         return [w.proc.pid for w in self._workers if w.proc is not None and w.proc.returncode is None]
 
     async def _spawn(self, worker: _Worker) -> None:
-        shared = [lst for lst in self.listeners if lst.shared and lst.sock is not None]
-        fds = [lst.sock.fileno() for lst in shared if lst.sock is not None]
+        shared = [(lst, lst.sock) for lst in self.listeners if lst.shared and lst.sock is not None]
+        fds = [sock.fileno() for _, sock in shared]
         spec = {
             "settings": json.loads(self.settings.model_dump_json()),
             "index": worker.index,
@@ -203,14 +203,13 @@ class WorkerPool:
             "key": self.node_key,
             "listeners": [
                 {
-                    "fd": lst.sock.fileno(),
+                    "fd": sock.fileno(),
                     "protocol": lst.protocol,
                     "host": lst.host,
                     "port": lst.port,
                     "target": lst.target.name if lst.target is not None else None,
                 }
-                for lst in shared
-                if lst.sock is not None
+                for lst, sock in shared
             ],
         }
         proc = await asyncio.create_subprocess_exec(

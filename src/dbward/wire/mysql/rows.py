@@ -194,25 +194,8 @@ def encode_binary_row(values: Sequence[Any], types: Sequence[tuple[int, bool]]) 
 # text form as the text protocol would have sent it (masks work on text).
 
 #: binary-protocol types whose value is a length-encoded string
-LENENC_TYPES = frozenset(
-    {
-        FieldType.DECIMAL,
-        FieldType.NEWDECIMAL,
-        FieldType.VARCHAR,
-        FieldType.VAR_STRING,
-        FieldType.STRING,
-        FieldType.ENUM,
-        FieldType.SET,
-        FieldType.JSON,
-        FieldType.TINY_BLOB,
-        FieldType.MEDIUM_BLOB,
-        FieldType.LONG_BLOB,
-        FieldType.BLOB,
-        FieldType.BIT,
-        FieldType.GEOMETRY,
-        FieldType.VECTOR,
-    }
-)
+LENENC_TYPES = TEXT_TYPES | _RAW_TYPES | {int(FieldType.DECIMAL), int(FieldType.NEWDECIMAL)}
+
 _FIXED_SIZES = {**_INT_SIZES, FieldType.FLOAT: 4, FieldType.DOUBLE: 8, FieldType.NULL: 0}
 _TEMPORAL = frozenset(
     {FieldType.DATE, FieldType.DATETIME, FieldType.TIMESTAMP, FieldType.NEWDATE, FieldType.TIME}
