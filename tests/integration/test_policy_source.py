@@ -109,3 +109,15 @@ async def test_the_synchronous_path_serves_only_the_set_checked_within_the_inter
     every_time = StorePolicyProvider(store, check_interval=0)
     await every_time.current()
     assert every_time.current_nowait() is None
+
+
+async def test_a_due_check_is_due_even_just_after_the_machine_started(store: Store) -> None:
+    """The monotonic clock starts near zero when the machine boots: "never checked" and
+    ``invalidate()`` must not read as "checked at time 0", or a policy change would wait for
+    the first ``check_interval`` seconds of the machine's uptime."""
+    provider = StorePolicyProvider(store, check_interval=3600, clock=lambda: 5.0)
+    assert provider.current_nowait() is None
+    ps = await provider.current()
+    assert provider.current_nowait() is ps
+    provider.invalidate()
+    assert provider.current_nowait() is None

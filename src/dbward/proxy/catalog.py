@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 import ssl
 import struct
 import time
@@ -128,7 +129,7 @@ class _Entry:
     stale: bool = True
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     last_used: float = field(default_factory=time.monotonic)
-    last_suspect: float = 0.0
+    last_suspect: float = -math.inf  # never (monotonic time may start near 0 at boot)
     deferred: bool = False  # a re-read is scheduled for the end of the suspect interval
     refresher: asyncio.Task[None] | None = None
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -176,20 +178,23 @@ async def load_policy_set(store: Store) -> PolicySet:
 class StorePolicyProvider:
     """``PolicySetProvider`` over the store, reloading when the policy version changes."""
 
-    def __init__(self, store: Store, *, check_interval: float = 1.0) -> None:
+    def __init__(
+        self, store: Store, *, check_interval: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.check_interval = check_interval
+        self._clock = clock
         self._current: PolicySet | None = None
-        self._checked = 0.0
+        self._checked = -math.inf  # never checked (monotonic time may start near 0 at boot)
         self._lock = asyncio.Lock()
 
     async def current(self) -> PolicySet:
         cur = self._current
-        if cur is not None and time.monotonic() - self._checked < self.check_interval:
+        if cur is not None and self._clock() - self._checked < self.check_interval:
             return cur
         async with self._lock:
             cur = self._current
-            if cur is not None and time.monotonic() - self._checked < self.check_interval:
+            if cur is not None and self._clock() - self._checked < self.check_interval:
                 return cur
             async with self.store.session() as s:
                 version = await repo.policy_version(s)
@@ -209,7 +214,7 @@ class StorePolicyProvider:
                 else:
                     log.info("policy version %s loaded", cur.version)
                 self._current = cur
-            self._checked = time.monotonic()
+            self._checked = self._clock()
             return cur
 
     def current_nowait(self) -> PolicySet | None:
@@ -217,9 +222,9 @@ class StorePolicyProvider:
         must ask (not loaded yet, or the version check is due): the gate's synchronous path
         serves cached decisions only while this is the set they were made with."""
         cur = self._current
-        if cur is not None and time.monotonic() - self._checked < self.check_interval:
+        if cur is not None and self._clock() - self._checked < self.check_interval:
             return cur
         return None
 
     def invalidate(self) -> None:
-        self._checked = 0.0
+        self._checked = -math.inf
