@@ -400,24 +400,90 @@ def _with_sql(a: Analysis, sql: str) -> Analysis:
 _PLAIN_EXACT: dict[tuple[object, ...], Analysis] = {}
 #: analyses of plain statements by their shape (and the other arguments of :func:`analyze`)
 _BY_SHAPE: dict[tuple[object, ...], Analysis] = {}
-#: a quote, a comment, an escape, a dollar-quote or parameter, a placeholder, or NUL: the
-#: text is not plain, and only an exact match may reuse an analysis
-_NOT_PLAIN = re.compile(r"['\"`\\$#?\x00]|--|/\*")
+#: a double quote or backtick, a comment, an escape, a dollar-quote or parameter, a
+#: placeholder, or NUL: the text is not plain, and only an exact match may reuse an analysis
+_NOT_PLAIN = re.compile(r"[\"`\\$#?\x00]|--|/\*")
 #: a numeric literal standing alone: not part of a name (``t1``, ``é1``, MySQL's ``1abc``), a
 #: qualified name (``t.5``), a variable (``@1``) or a bind parameter (``:1``); only ASCII
 #: digits are numbers, while any letter (``\w`` is Unicode) makes digits part of a name
 _PLAIN_NUMBER = re.compile(r"(?<![\w.@:])[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?(?![\w.])")
+#: in a plain text (no other quotes, no comments, no backslashes) every single quote opens a
+#: string literal, which ends at the next single quote not doubled
+_PLAIN_STRING = re.compile(r"'(?:[^']|'')*'")
+#: statements whose string literals are only ever values to the analysis (other statements
+#: read some of theirs: ``SET search_path = 'a'``, ``PREPARE s FROM '...'``, ``COPY ... 'f'``)
+_VALUE_STATEMENT = re.compile(r"\s*(?:SELECT|WITH|INSERT|UPDATE|DELETE|REPLACE)\b", re.IGNORECASE)
+#: the tokens of a plain text's code that say what a string literal is to the statement
+_CONTEXT_TOKEN = re.compile(r"[(),;]|@*[\w.:$]+|<=>|->>|->|@>|<@|<>|!=|<=|>=|::|\|\||[=<>~!&|^%*/+-]")
+_COMPARISONS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">=", "<=>", "LIKE", "ILIKE", "BETWEEN"})
+_LIST_WORDS = frozenset({"IN", "VALUES"})
+_VALUE = "\x01"  # a string literal that is a value, in the shape and as a context token
 
 
 def plain_shape(sql: str) -> str | None:
-    """The text with each numeric literal replaced by NUL, when the text is plain (no quotes,
-    comments, escapes or parameters, so every digit outside a name is a literal); else None.
+    """The text with each literal value replaced by a marker, when the text is plain (no
+    comments, escapes, parameters, or quotes other than single ones); else None.
 
-    The analysis of a statement never depends on its numbers: which kinds it has, which
-    objects it touches and its fingerprint are the same for ``WHERE id = 1`` and ``= 2``."""
+    The analysis of a statement never depends on its literal values: which kinds it has,
+    which objects it touches and its fingerprint are the same for ``WHERE id = 1`` and
+    ``= 2``, and for ``WHERE name = 'a'`` and ``= 'b'``. Numbers are always values. A string
+    is one only in a SELECT, WITH, INSERT, UPDATE, DELETE or REPLACE where it follows a
+    comparison, LIKE or BETWEEN, or is an item of an ``IN (...)`` or ``VALUES (...)`` list,
+    and is not cast (``'t'::regclass`` names a table); a function's argument
+    (``nextval('s')``) and every other string stay in the shape verbatim."""
     if _NOT_PLAIN.search(sql):
         return None
-    return _PLAIN_NUMBER.sub("\x00", sql)
+    if "'" not in sql:
+        return _PLAIN_NUMBER.sub("\x00", sql)
+    values = _VALUE_STATEMENT.match(sql) is not None
+    out: list[str] = []
+    # the context: the last three code tokens (words in upper case, a value as _VALUE),
+    # whether each open parenthesis is a value list, and whether the last closed one was
+    last = ["", "", ""]
+    lists: list[bool] = []
+    closed_list = False
+    pos = 0
+    for m in _PLAIN_STRING.finditer(sql):
+        gap = sql[pos : m.start()]
+        if "'" in gap:
+            return None  # an unclosed quote: let the analysis say so
+        out.append(_PLAIN_NUMBER.sub("\x00", gap))
+        if values:
+            for t in _CONTEXT_TOKEN.findall(gap):
+                if t == "(":
+                    lists.append(
+                        last[2] in _LIST_WORDS or (last[2] == "," and last[1] == ")" and closed_list)
+                    )
+                elif t == ")":
+                    closed_list = lists.pop() if lists else False
+                elif t == ";":
+                    values = False  # a second statement: its strings stay verbatim
+                    break
+                elif t[0].isdigit():
+                    t = _VALUE
+                else:
+                    t = t.upper()
+                last[0], last[1], last[2] = last[1], last[2], t
+        pos = m.end()
+        prev = last[2]
+        value = values and (
+            prev in _COMPARISONS
+            or (prev in ("(", ",") and bool(lists) and lists[-1])
+            or (prev == "AND" and last[1] == _VALUE and last[0] == "BETWEEN")
+        )
+        if value and sql[pos : pos + 8].lstrip().startswith("::"):
+            value = False
+        if value:
+            out.append(_VALUE)
+            last[0], last[1], last[2] = last[1], prev, _VALUE
+        else:
+            out.append(m.group())
+            last[0], last[1], last[2] = last[1], prev, "'"
+    rest = sql[pos:]
+    if "'" in rest:
+        return None
+    out.append(_PLAIN_NUMBER.sub("\x00", rest))
+    return "".join(out)
 
 
 def cache_info() -> str:

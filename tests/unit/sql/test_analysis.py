@@ -669,7 +669,6 @@ def test_digits_in_names_are_never_taken_for_literals(a: str, b: str) -> None:
 @pytest.mark.parametrize(
     "text",
     [
-        "SELECT 'a1' FROM t",
         'SELECT "c1" FROM t',
         "SELECT `c1` FROM t",
         "SELECT 1 -- 2",
