@@ -583,7 +583,12 @@ def markdown(report: Report) -> str:
         "",
     ]
     for key, value in report.extra.items():
-        out.append(f"**{key}**: `{json.dumps(value)}`")
+        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
+            cols = list(value[0])
+            out += [f"**{key}**", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+            out += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in value]
+        else:
+            out.append(f"**{key}**: `{json.dumps(value)}`")
         out.append("")
     return "\n".join(out)
 
@@ -728,12 +733,15 @@ def main() -> int:
     )
     if bench_audit.returncode == 0:
         report.extra["audit journal (events/s, added latency)"] = json.loads(bench_audit.stdout)
-    analysis = ROOT / "bench" / "bench_analysis.py"
-    if analysis.exists():
-        res = subprocess.run([str(BIN / "python"), str(analysis), "--json"], text=True, capture_output=True)
-        if res.returncode == 0:
-            with contextlib.suppress(ValueError):
-                report.extra["decisions (SQL analysis, us)"] = json.loads(res.stdout)
+    decisions = subprocess.run(
+        [str(BIN / "python"), str(ROOT / "bench" / "bench_decisions.py"), "--json"],
+        text=True,
+        capture_output=True,
+    )
+    if decisions.returncode == 0:
+        report.extra["decisions through the gate (us median, statements/s)"] = json.loads(decisions.stdout)
+    else:
+        print(f"bench_decisions.py failed: {decisions.stderr.strip()[-500:]}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = report.started.replace(":", "").replace("-", "")
     (args.out / f"{stamp}.json").write_text(json.dumps(asdict(report), indent=2))
