@@ -79,7 +79,7 @@ from dbward.proxy.postgres_upstream import (
 )
 from dbward.wire.postgres import messages as m
 from dbward.wire.postgres import rows as wrows
-from dbward.wire.postgres.framing import scan
+from dbward.wire.postgres.framing import data_rows, scan
 from dbward.wire.postgres.params import decode_params
 from dbward.wire.postgres.scram import ScramError, ScramServer
 from dbward.wire.postgres.sqlsplit import copy_kind, split_statements
@@ -1600,20 +1600,20 @@ class _Session:
             unpack = _HDR.unpack_from
             seg = 0  # start of the not yet emitted part of buf
             pos, n = 0, len(buf)
-            # framing.scan, inlined: this loop runs once per result row
             while n - pos >= 5:
+                # the hot path: a run of complete DataRows is only counted (in C when built)
+                pos, k = data_rows(buf, pos, n, m.MAX_MESSAGE)
+                rows += k
+                if n - pos < 5:
+                    break
                 t, length = unpack(buf, pos)
                 end = pos + 1 + length
-                if t == b"D" and 4 <= length <= m.MAX_MESSAGE:  # the hot path: rows are only counted
-                    if end > n:
-                        if length > PASSTHROUGH_MIN:
-                            rows += 1
-                            self.back_pass = end - n
-                            pos = n
-                        break
-                    rows += 1
-                    pos = end
-                    continue
+                if t == b"D" and 4 <= length <= m.MAX_MESSAGE:  # an incomplete DataRow
+                    if length > PASSTHROUGH_MIN:
+                        rows += 1
+                        self.back_pass = end - n
+                        pos = n
+                    break
                 if length < 4 or length > m.MAX_MESSAGE:
                     raise ProtocolError("the target sent a message of impossible length")
                 if end > n:

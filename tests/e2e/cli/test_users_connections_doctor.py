@@ -141,7 +141,14 @@ def test_doctor_passes_on_a_good_installation(cli: Cli, initialised: Initialised
     assert cli("apply", "-f", f, "--data-dir", d).code == 0
     r = cli("doctor", "--data-dir", d)
     assert r.code == 0, r.out
-    for check in ("settings", "encryption key", "audit signing key", "store", "connection maria"):
+    for check in (
+        "settings",
+        "encryption key",
+        "audit signing key",
+        "relay accelerator",
+        "store",
+        "connection maria",
+    ):
         assert re.search(rf"{check}\s+│\s+pass", r.out), check
     assert "all checks passed" in r.out
 

@@ -12,7 +12,7 @@ Counterpart: ``messages.py`` decodes the few frames the engine does need.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dbward.wire.postgres.messages import MAX_MESSAGE, WireError
@@ -67,3 +67,39 @@ def startup_length(buf: bytes | bytearray) -> int | None:
     if len(buf) < 4:
         return None
     return int(_LEN.unpack_from(buf, 0)[0])
+
+
+def data_rows_py(
+    buf: bytes | bytearray, pos: int, end: int, max_length: int = MAX_MESSAGE
+) -> tuple[int, int]:
+    """(position after, count) of the complete DataRow frames that follow each other in
+    ``buf[pos:end]`` from ``pos``.
+
+    Stops, without consuming it, at a frame of another type, an incomplete frame, a length
+    below 4 or above ``max_length``, or fewer than 5 bytes before ``end``: the caller looks at
+    that frame itself. This is the reference implementation of the C accelerator
+    (``dbward/wire/_speedups.c``), which :data:`data_rows` is when it was built."""
+    end = min(end, len(buf))
+    pos = max(pos, 0)
+    rows = 0
+    unpack = _HDR.unpack_from
+    while end - pos >= 5:
+        t, length = unpack(buf, pos)
+        if t != b"D" or length < 4 or length > max_length or length >= end - pos:
+            break
+        pos += 1 + length
+        rows += 1
+    return pos, rows
+
+
+#: the walk the relay uses: the C accelerator when it was built, else the reference
+data_rows: Callable[[bytes | bytearray, int, int, int], tuple[int, int]] = data_rows_py
+#: "c" or "python": which implementation :data:`data_rows` is (``dbward doctor`` reports it)
+ACCELERATED = "python"
+try:
+    from dbward.wire import _speedups
+except ImportError:  # not built (no C compiler at install time): the reference is used
+    pass
+else:
+    data_rows = _speedups.data_rows
+    ACCELERATED = "c"

@@ -1,0 +1,3 @@
+"""Types of the optional C accelerator (``_speedups.c``); see ``wire/postgres/framing.py``."""
+
+def data_rows(buf: bytes | bytearray, pos: int, end: int, max_length: int, /) -> tuple[int, int]: ...
