@@ -20,6 +20,7 @@ import re
 import struct
 from collections.abc import Callable
 
+from dbward.masking.algorithms import SEPARATOR_BYTES
 from dbward.policy.model import ColumnMask
 from dbward.proxy.masking import (
     Raw,
@@ -57,6 +58,13 @@ _NULL = b"\xff\xff\xff\xff"  # a NULL value: length -1
 _H = struct.Struct("!h")
 _I = struct.Struct("!i")
 _HEAD = struct.Struct("!ihi")  # a DataRow's length, column count and first value's length
+
+#: the span-mask row loop in C (``wire/_speedups.c``), when it was built; None: the Python loop
+_mask_span_rows: Callable[..., tuple[bytes, int, int]] | None
+try:
+    from dbward.wire._speedups import mask_span_rows as _mask_span_rows
+except ImportError:  # not built: RowMasker.rows does all of it in Python
+    _mask_span_rows = None
 _H_I = struct.Struct("!hi")  # a DataRow body's column count and first value's length
 
 
@@ -290,7 +298,23 @@ class RowMasker:
         append = parts.append
         p = emitted = start
         taken = 0
+        c_span = _mask_span_rows if span is not None and fn is not None else None
+        unit_byte = unit[0] if unit else 0
+        seps = SEPARATOR_BYTES if alnum else b""  # alnum: the mask keeps separators
         while end - p >= 11 and buf[p] == 0x44 and taken != limit:  # 'D'
+            if c_span is not None:
+                # the run of rows the C loop can mask; it stops before a row it leaves to us
+                masked, q, n = c_span(
+                    buf, p, end, limit - taken if limit >= 0 else -1, k, first, last, unit_byte, seps
+                )
+                if n:
+                    if p > emitted:
+                        append(buf[emitted:p])
+                    append(masked)
+                    p = emitted = q
+                    taken += n
+                    if not (end - p >= 11 and buf[p] == 0x44 and taken != limit):
+                        break
             # Int32 length | Int16 column count | Int32 length of the first value
             blen, count, length = head(buf, p + 1)
             e = p + 1 + blen

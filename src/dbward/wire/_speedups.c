@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
 /* data_rows(buf, pos, end, max_length) -> (pos, rows)
  *
@@ -54,7 +55,166 @@ data_rows(PyObject *self, PyObject *args)
     return Py_BuildValue("nn", pos, rows);
 }
 
+static inline int32_t
+be32s(const unsigned char *b)
+{
+    return (int32_t)(((uint32_t)b[0] << 24) | ((uint32_t)b[1] << 16) | ((uint32_t)b[2] << 8) |
+                     (uint32_t)b[3]);
+}
+
+/* mask_span_rows(buf, start, end, limit, k, first, last, unit, separators)
+ *     -> (frames, pos, rows)
+ *
+ * The common case of a masked result, in C: one masked column (index k) with a full or
+ * partial mask (proxy/masking.py SpanMask) over ASCII values, whose bytes are their
+ * characters. Of a value's significant bytes (those not in `separators`, which stay where
+ * they are) the first `first` and the last `last` stay, unless that would keep all of them,
+ * and every other one becomes the one byte `unit`; so the value and the frame keep their
+ * lengths. This is dbward.masking.algorithms.partial (keep_separators: `separators` is
+ * SEPARATOR_BYTES; otherwise empty) on ASCII text.
+ *
+ * Masks the run of DataRow frames from buf[start] exactly as RowMasker.rows
+ * (proxy/postgres_masking.py) does, and stops, without consuming it, at the first frame it
+ * leaves to that Python loop: a frame that is not a DataRow or does not end by `end`, a row
+ * with k columns or fewer or a body under 6 bytes, a truncated row, and a value that is not
+ * ASCII. Stops after `limit` rows (negative: no limit). Returns the masked frames, the
+ * position after the last row taken and how many rows were taken. */
+static PyObject *
+mask_span_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t start, end, limit, k, first, last;
+    int unit;
+    const char *seps;
+    Py_ssize_t nseps;
+    if (!PyArg_ParseTuple(args, "y*nnnnnniy#", &view, &start, &end, &limit, &k, &first, &last, &unit,
+                          &seps, &nseps)) {
+        return NULL;
+    }
+    if (k < 0 || first < 0 || last < 0 || unit < 0 || unit > 255) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "mask_span_rows: k, first, last and unit must be in range");
+        return NULL;
+    }
+    unsigned char is_sep[256] = {0};
+    for (Py_ssize_t i = 0; i < nseps; i++) {
+        is_sep[(unsigned char)seps[i]] = 1;
+    }
+    const unsigned char *b = (const unsigned char *)view.buf;
+    if (end > view.len) {
+        end = view.len;
+    }
+    if (start < 0) {
+        start = 0;
+    }
+    if (start > end) {
+        start = end;
+    }
+    Py_ssize_t keep = first + last;
+    Py_ssize_t p = start;
+    Py_ssize_t taken = 0;
+    /* first pass: how far the rows this loop can mask go */
+    while (end - p >= 11 && b[p] == 'D' && taken != limit) {
+        int32_t blen = be32s(b + p + 1);
+        if (blen < 10) {
+            break;
+        }
+        Py_ssize_t e = p + 1 + (Py_ssize_t)blen;
+        if (e > end) {
+            break;
+        }
+        int16_t count = (int16_t)(((uint16_t)b[p + 5] << 8) | (uint16_t)b[p + 6]);
+        if ((Py_ssize_t)count <= k) {
+            break;
+        }
+        Py_ssize_t pos = p + 7;
+        int32_t length = be32s(b + pos);
+        int truncated = 0;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            pos += 4 + (length > 0 ? (Py_ssize_t)length : 0);
+            if (pos + 4 > e) {
+                truncated = 1;
+                break;
+            }
+            length = be32s(b + pos);
+        }
+        if (truncated) {
+            break;
+        }
+        if (length >= 0) {
+            Py_ssize_t vs = pos + 4;
+            Py_ssize_t ve = vs + (Py_ssize_t)length;
+            if (ve > e) {
+                break;
+            }
+            int ascii = 1;
+            for (Py_ssize_t j = vs; ascii && j < ve; j++) {
+                ascii = b[j] < 0x80;
+            }
+            if (!ascii) {
+                break;
+            }
+        }
+        taken++;
+        p = e;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, p - start);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, b + start, (size_t)(p - start));
+    /* second pass, over the copy: these rows are known to be well formed */
+    Py_ssize_t q = 0, n = p - start;
+    while (q < n) {
+        int32_t blen = be32s(o + q + 1);
+        Py_ssize_t e = q + 1 + (Py_ssize_t)blen;
+        Py_ssize_t pos = q + 7;
+        int32_t length = be32s(o + pos);
+        for (Py_ssize_t i = 0; i < k; i++) {
+            pos += 4 + (length > 0 ? (Py_ssize_t)length : 0);
+            length = be32s(o + pos);
+        }
+        if (length > 0) {
+            unsigned char *v = o + pos + 4;
+            Py_ssize_t significant = length;
+            if (nseps) {
+                for (Py_ssize_t j = 0; j < length; j++) {
+                    significant -= is_sep[v[j]];
+                }
+            }
+            Py_ssize_t low = first, high = significant - last; /* significant bytes masked */
+            if (keep >= significant) {
+                low = 0;
+                high = significant;
+            }
+            if (significant == length) {
+                memset(v + low, unit, (size_t)(high - low));
+            }
+            else {
+                Py_ssize_t c = 0;
+                for (Py_ssize_t j = 0; j < length; j++) {
+                    if (is_sep[v[j]]) {
+                        continue;
+                    }
+                    if (c >= low && c < high) {
+                        v[j] = (unsigned char)unit;
+                    }
+                    c++;
+                }
+            }
+        }
+        q = e;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("Nnn", out, p, taken);
+}
+
 static PyMethodDef methods[] = {
+    {"mask_span_rows", mask_span_rows, METH_VARARGS,
+     "mask_span_rows(buf, start, end, limit, k, first, last, unit, separators) -> (frames, pos, rows): "
+     "mask one column of a run of DataRows with a span mask (see proxy/postgres_masking.py)."},
     {"data_rows", data_rows, METH_VARARGS,
      "data_rows(buf, pos, end, max_length) -> (pos, rows): skip the complete DataRow frames "
      "from pos."},

@@ -17,6 +17,7 @@ from dbward.masking.algorithms import Algorithm, MaskSpec
 from dbward.masking.patterns import BUILTIN, custom_pattern
 from dbward.policy.model import ColumnMask, MaskingPlan
 from dbward.proxy import masking as pm
+from dbward.proxy import postgres_masking as pgm
 from dbward.proxy.masking import ResultMasks, always_null, span_mask, value_masker
 from dbward.proxy.mysql_masking import ColumnMasker, ResponseRewriter, ResultPolicy
 from dbward.proxy.postgres_masking import RowMasker
@@ -195,6 +196,41 @@ def test_pg_rows_in_one_call_are_the_rows_one_by_one(
     rest, end, more = masker.rows(buf, pos, len(buf))  # the rest, up to the frame after them
     assert more == len(frames) - n and end == len(buf) - len(after)
     assert rest == b"".join(pg_reference(fields, masks, v) for v in values[n:])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0, 1, 5, 6, 7, 8, 9]),  # full and partial masks (span masks) and others
+    st.integers(0, 2),
+    pg_rows,
+    st.integers(-1, 14),
+    st.sampled_from([(r.TEXT, 0), (r.VARCHAR, 1), (r.JSON, 1), (r.INT4, 1)]),
+    st.binary(max_size=16),
+)
+def test_pg_span_rows_in_c_are_the_rows_of_the_python_loop(
+    m: int, column: int, values: list[list[bytes | None]], limit: int, typ: tuple[int, int], after: bytes
+) -> None:
+    """``RowMasker.rows`` hands runs of a span-masked column to ``wire/_speedups.c``; with
+    the C loop and without it, the same frames, position and count, for any rows."""
+    if pgm._mask_span_rows is None:
+        pytest.skip("the C accelerator is not built")
+    fields = tuple(r.Field(f"c{i}".encode(), 0, 0, typ[0], -1, -1, typ[1]) for i in range(3))
+    masker = RowMasker(fields, ResultMasks({column: MASKS[m]}), encoding="utf-8", token_key=KEY)
+    buf = bytearray(b"".join(r.encode_data_row(list(v)) for v in values) + after)
+
+    def run() -> tuple[bytes, int, int] | str:
+        try:
+            return masker.rows(buf, 0, len(buf), limit)
+        except WireError as exc:
+            return str(exc)
+
+    with_c = run()
+    saved, pgm._mask_span_rows = pgm._mask_span_rows, None
+    try:
+        without_c = run()
+    finally:
+        pgm._mask_span_rows = saved
+    assert with_c == without_c
 
 
 def test_pg_rows_stop_at_other_frames_and_keep_nothing() -> None:
