@@ -148,6 +148,9 @@ class Node:
             checkpoint_interval=settings.audit.checkpoint_interval_seconds,
             durability=settings.audit.durability,
             fsync_interval=settings.audit.fsync_interval_ms / 1000,
+            # one proxy process: the journal's file lock is kept for an event loop iteration
+            # (admin commands wait that long); with workers each write takes and frees it
+            lock_per_iteration=settings.proxy.worker_count() == 1,
         )
         return cls(settings=settings, store=store, journal=journal, name=name)
 

@@ -336,23 +336,46 @@ class Dispatcher:
             await fwd.close()
 
 
+#: bytes read from the journal at a time; a longer record is read in growing steps
+READ_CHUNK = 1 << 20
+
+
 def _read_batch(
     path: Path, after_seq: int, limit: int, offset: int
 ) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    """Up to ``limit`` complete records with seq > after_seq, reading from byte ``offset``."""
+    """Up to ``limit`` complete records with seq > after_seq, reading from byte ``offset``.
+
+    Reads a chunk at a time and splits it (a Python loop over the file's lines cost as much
+    as parsing them); a record still being written (no newline yet) ends the batch."""
     out: list[tuple[str, dict[str, Any]]] = []
+    loads = orjson.loads
     with path.open("rb") as f:
         f.seek(offset)
         pos = offset
-        for raw in f:
-            if not raw.endswith(b"\n"):
-                break  # a record still being written
-            line = raw.decode().rstrip("\n")
-            if line:
-                rec = orjson.loads(line)
-                if int(rec.get("seq", 0)) > after_seq:
-                    if len(out) >= limit:
-                        break
-                    out.append((line, rec))
-            pos += len(raw)
+        size = READ_CHUNK
+        while len(out) < limit:
+            data = f.read(size)
+            if not data:
+                break
+            end = data.rfind(b"\n") + 1
+            if end == 0:  # no whole record in it: one longer than the chunk, or one in writing
+                if len(data) < size:
+                    break
+                f.seek(pos)
+                size *= 4
+                continue
+            start = 0
+            while start < end:
+                nl = data.index(b"\n", start)
+                raw = data[start:nl]
+                if raw:
+                    rec = loads(raw)
+                    if int(rec.get("seq", 0)) > after_seq:
+                        if len(out) >= limit:
+                            return out, pos + start
+                        out.append((raw.decode(), rec))
+                start = nl + 1
+            pos += end
+            f.seek(pos)
+            size = READ_CHUNK
     return out, pos

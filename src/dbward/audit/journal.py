@@ -19,6 +19,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -155,6 +156,7 @@ class FileJournal:
         checkpoint_interval: float = 10.0,
         durability: str = "fsync",
         fsync_interval: float = 0.005,
+        lock_per_iteration: bool = False,
     ) -> None:
         if durability not in ("fsync", "write"):
             raise ValueError("durability must be 'fsync' or 'write'")
@@ -180,6 +182,16 @@ class FileJournal:
         self._soon: list[dict[str, Any]] = []
         self._soon_scheduled = False
         self._fd: int | None = None
+        #: one writer at a time within this process (the file lock is per open file, so it
+        #: does not keep this process's threads apart)
+        self._mutex = threading.Lock()
+        #: the file lock is held until the event loop's current iteration ends (see _unlock)
+        self._held = False
+        #: whether the event loop's writes keep the file lock to the end of the iteration:
+        #: for a journal one process writes nearly alone (one proxy process; admin commands
+        #: wait at most that long). Worker processes sharing a journal would take turns by
+        #: whole iterations, so they take and free it per write.
+        self.lock_per_iteration = lock_per_iteration
         #: called (in the event loop) after each batch is durable; the dispatcher's wake-up
         self.on_durable: Callable[[], None] | None = None
 
@@ -272,7 +284,7 @@ class FileJournal:
         if self.durability == "write":
             records, self._soon = self._soon, []
             try:
-                self._write_batch(records, do_fsync=False)
+                self._write_batch(records, do_fsync=False, hold=True)
             except OSError as exc:
                 self._failure = self._unavailable(exc)
                 log.error("audit journal %s cannot be written: %s", self.path, exc)
@@ -306,7 +318,7 @@ class FileJournal:
             rec["node"] = self.node
         records = [*self._soon, rec] if self._soon else [rec]
         try:
-            receipts = self._write_batch(records, do_fsync=False)
+            receipts = self._write_batch(records, do_fsync=False, hold=True)
         except OSError as exc:
             raise self._unavailable(exc) from exc
         self._soon = []
@@ -353,71 +365,116 @@ class FileJournal:
             if self.on_durable is not None:
                 self.on_durable()
 
+    def _lock(self) -> None:
+        """Take the file lock (under ``_mutex``) unless it is held already, and catch up with
+        what other processes (worker processes, ``dbward`` admin commands) appended."""
+        assert self._fd is not None
+        if self._held:
+            return  # nobody else could append since this process's last write
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        if os.fstat(self._fd).st_size != self._size:
+            self._sync_state()  # another process appended since our last write
+
+    def _unlock(self, hold: bool) -> None:
+        """Release the file lock; with ``hold``, in the event loop's thread, only when the
+        loop's current iteration ends. The sessions served in one iteration then share one
+        lock, stat and unlock instead of paying three system calls each; other processes
+        wait at most for the rest of that iteration."""
+        assert self._fd is not None
+        if self._held:
+            return
+        if hold and self.lock_per_iteration:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._held = True
+                loop.call_soon(self._release)
+                return
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _release(self) -> None:
+        with self._mutex:
+            if self._held:
+                self._held = False
+                if self._fd is not None:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def _write_batch(
-        self, records: list[dict[str, Any]], *, force_checkpoint: bool = False, do_fsync: bool = True
+        self,
+        records: list[dict[str, Any]],
+        *,
+        force_checkpoint: bool = False,
+        do_fsync: bool = True,
+        hold: bool = False,
+    ) -> list[AuditReceipt]:
+        with self._mutex:
+            self._lock()
+            try:
+                return self._write_locked(records, force_checkpoint, do_fsync)
+            finally:
+                self._unlock(hold)
+
+    def _write_locked(
+        self, records: list[dict[str, Any]], force_checkpoint: bool, do_fsync: bool
     ) -> list[AuditReceipt]:
         assert self._fd is not None
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            if os.fstat(self._fd).st_size != self._size:
-                self._sync_state()  # another process appended since our last write
-            seq, prev = self._seq, self._prev
-            chain = self.chain
-            checkpoint_line: bytes | None = None
-            lines: list[bytes] = []
-            receipts: list[AuditReceipt] = []
-            for rec in records:
-                seq += 1
-                # the record's own dict (events have no such fields): no copy per record
-                rec["chain"], rec["seq"], rec["prev"] = chain, seq, prev
-                line = canonical_bytes(rec)
-                prev = sha256(line).hexdigest()
-                lines.append(line)
-                receipts.append(AuditReceipt(seq, prev))
-            since = self._since_checkpoint + len(records)
-            due = since >= self.checkpoint_every or (
-                time.monotonic() - self._last_checkpoint >= self.checkpoint_interval and since > 0
-            )
-            if self.signer is not None and seq > 0 and (due or force_checkpoint):
-                seq += 1
-                cp = {
-                    "chain": self.chain,
-                    "seq": seq,
-                    "prev": prev,
-                    "type": CHECKPOINT_TYPE,
-                    "code": "X001I",
-                    "time": datetime.now(UTC).isoformat(),
-                    "node": self.node,
-                    "covers_seq": seq - 1,
-                    "covers_hash": prev,
-                    "key_id": self.signer.key_id(),
-                    "signature": self.signer.sign(self.chain, seq - 1, prev),
-                }
-                line = canonical_bytes(cp)
-                prev = sha256(line).hexdigest()
-                lines.append(line)
-                checkpoint_line = line
-                since = 0
-                self._last_checkpoint = time.monotonic()
-            if not lines:
-                return receipts
-            lines.append(b"")
-            data = b"\n".join(lines)
-            written = os.write(self._fd, data)
-            if written != len(data):
-                raise OSError(28, "short write to the audit journal (disk full?)")
-            if self.fsync and do_fsync:
-                os.fsync(self._fd)
-            if checkpoint_line is not None:
-                # Kept apart from the journal too, so cutting the journal's tail is visible.
-                with checkpoints_path(self.path).open("ab") as cf:
-                    cf.write(checkpoint_line + b"\n")
-            self._seq, self._prev = seq, prev
-            self._size += len(data)
-            self._since_checkpoint = since
+        seq, prev = self._seq, self._prev
+        chain = self.chain
+        checkpoint_line: bytes | None = None
+        lines: list[bytes] = []
+        receipts: list[AuditReceipt] = []
+        for rec in records:
+            seq += 1
+            # the record's own dict (events have no such fields): no copy per record
+            rec["chain"], rec["seq"], rec["prev"] = chain, seq, prev
+            line = canonical_bytes(rec)
+            prev = sha256(line).hexdigest()
+            lines.append(line)
+            receipts.append(AuditReceipt(seq, prev))
+        since = self._since_checkpoint + len(records)
+        due = since >= self.checkpoint_every or (
+            time.monotonic() - self._last_checkpoint >= self.checkpoint_interval and since > 0
+        )
+        if self.signer is not None and seq > 0 and (due or force_checkpoint):
+            seq += 1
+            cp = {
+                "chain": self.chain,
+                "seq": seq,
+                "prev": prev,
+                "type": CHECKPOINT_TYPE,
+                "code": "X001I",
+                "time": datetime.now(UTC).isoformat(),
+                "node": self.node,
+                "covers_seq": seq - 1,
+                "covers_hash": prev,
+                "key_id": self.signer.key_id(),
+                "signature": self.signer.sign(self.chain, seq - 1, prev),
+            }
+            line = canonical_bytes(cp)
+            prev = sha256(line).hexdigest()
+            lines.append(line)
+            checkpoint_line = line
+            since = 0
+            self._last_checkpoint = time.monotonic()
+        if not lines:
             return receipts
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        lines.append(b"")
+        data = b"\n".join(lines)
+        written = os.write(self._fd, data)
+        if written != len(data):
+            raise OSError(28, "short write to the audit journal (disk full?)")
+        if self.fsync and do_fsync:
+            os.fsync(self._fd)
+        if checkpoint_line is not None:
+            # Kept apart from the journal too, so cutting the journal's tail is visible.
+            with checkpoints_path(self.path).open("ab") as cf:
+                cf.write(checkpoint_line + b"\n")
+        self._seq, self._prev = seq, prev
+        self._size += len(data)
+        self._since_checkpoint = since
+        return receipts
 
     async def checkpoint(self) -> None:
         """Write a signed checkpoint now (used at shutdown and by tests)."""
@@ -442,8 +499,10 @@ class FileJournal:
                     await asyncio.to_thread(self._write_batch, [], force_checkpoint=True)
                 except OSError as exc:
                     log.error("final audit checkpoint could not be written: %s", exc)
-            os.close(self._fd)
-            self._fd = None
+            with self._mutex:
+                self._held = False
+                os.close(self._fd)  # releases the file lock too
+                self._fd = None
 
     @property
     def last_seq(self) -> int:

@@ -253,3 +253,65 @@ async def test_writers_sharing_a_journal_resync_after_each_other_even_past_long_
     assert report.ok, report.problems
     ids = [json.loads(x).get("statement_id") for x in _lines(path)]
     assert [i for i in ids if i is not None] == [str(i) for i in range(20)]
+
+
+async def test_one_process_keeps_the_file_lock_for_an_iteration_and_other_writers_follow(
+    tmp_path: Path, key: Ed25519PrivateKey
+) -> None:
+    """lock_per_iteration (one proxy process): the appends of one event loop iteration share
+    one lock; another writer (an admin command) gets the lock when the iteration ends, and
+    its records and the node's form one chain."""
+    import fcntl
+    import os
+
+    path = tmp_path / "journal.jsonl"
+    node = FileJournal(
+        path, fsync=False, signer=Signer(key), node="n", durability="write", lock_per_iteration=True
+    )
+    admin = FileJournal(path, fsync=False, signer=Signer(key), node="admin", durability="write")
+
+    def locked_elsewhere() -> bool:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # also frees a lock it took
+        return False
+
+    for round_ in range(3):
+        for i in range(4):
+            assert node.append_now(_event(round_ * 10 + i)) is not None
+            assert locked_elsewhere()  # held to the end of this iteration
+        await asyncio.sleep(0)  # the iteration ends: the lock is freed
+        assert not locked_elsewhere()
+        assert admin.append_now(_event(100 + round_)) is not None  # takes and frees it per write
+        assert not locked_elsewhere()
+    node.append_soon(_event(999))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not locked_elsewhere()
+    await node.close()
+    await admin.close()
+    report = verify_lines(_lines(path), public_key=key.public_key())
+    assert report.ok, report.problems
+    ids = [json.loads(x).get("statement_id") for x in _lines(path) if json.loads(x).get("statement_id")]
+    assert ids == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "100",
+        "10",
+        "11",
+        "12",
+        "13",
+        "101",
+        "20",
+        "21",
+        "22",
+        "23",
+        "102",
+        "999",
+    ]
