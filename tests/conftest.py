@@ -16,15 +16,25 @@ from pathlib import Path
 
 import pymysql
 import pytest
+from argon2 import PasswordHasher
 
 from dbward.audit.journal import MemoryJournal
 from dbward.config import Settings
 from dbward.domain import Target
+from dbward.identity import secrets as _secrets
 from dbward.node import Node
 from dbward.store import migrate, repo
 from dbward.store.crypto import SecretBox, generate_key
 from dbward.store.db import Store
 from dbward.store.directory import target_from_row
+
+# Password hashes: production hashes with argon2id at argon2-cffi's default cost (RFC 9106's
+# low-memory profile, about 130 ms a hash on a two-core machine), and so do the end-to-end
+# tests, which run real `dbward` processes. The tests in this process create and sign in
+# hundreds of users, which at that cost took about a minute of the suite; here they use
+# argon2id with the lowest cost it allows. Each hash names its own parameters, so hashing and
+# verifying run the same code either way.
+_secrets._hasher = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 MYSQL_HOST = os.environ.get("DBWARD_TEST_MYSQL_HOST", "127.0.0.1")
 MYSQL_PORT = int(os.environ.get("DBWARD_TEST_MYSQL_PORT", "3306"))
