@@ -418,6 +418,7 @@ _CONTEXT_TOKEN = re.compile(r"[(),;]|@*[\w.:$]+|<=>|->>|->|@>|<@|<>|!=|<=|>=|::|
 _COMPARISONS = frozenset({"=", "<>", "!=", "<", ">", "<=", ">=", "<=>", "LIKE", "ILIKE", "BETWEEN"})
 _LIST_WORDS = frozenset({"IN", "VALUES"})
 _VALUE = "\x01"  # a string literal that is a value, in the shape and as a context token
+_CAST_AFTER = re.compile(r"\s*::")
 
 
 def plain_shape(sql: str) -> str | None:
@@ -471,7 +472,7 @@ def plain_shape(sql: str) -> str | None:
             or (prev in ("(", ",") and bool(lists) and lists[-1])
             or (prev == "AND" and last[1] == _VALUE and last[0] == "BETWEEN")
         )
-        if value and sql[pos : pos + 8].lstrip().startswith("::"):
+        if value and _CAST_AFTER.match(sql, pos) is not None:
             value = False
         if value:
             out.append(_VALUE)

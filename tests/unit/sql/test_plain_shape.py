@@ -56,6 +56,10 @@ def test_statements_differing_in_string_values_share_a_shape(a: str, b: str) -> 
             "SELECT * FROM pg_class WHERE oid = 'a'::regclass",
             "SELECT * FROM pg_class WHERE oid = 'b'::regclass",
         ),
+        (
+            "SELECT * FROM t WHERE x = 'a'         ::regclass",
+            "SELECT * FROM t WHERE x = 'b'         ::regclass",
+        ),
         ("SELECT 'a' FROM t", "SELECT 'b' FROM t"),
         ("SELECT * FROM t WHERE a = E'x'", "SELECT * FROM t WHERE a = E'y'"),  # prefixed strings stay
         ("SELECT * FROM t WHERE j @> 'a'", "SELECT * FROM t WHERE j @> 'b'"),
