@@ -236,11 +236,11 @@ class Proc:
                 self.popen.kill()
 
 
-def start_dbward(work: Path, workers: int = 0) -> Proc:
+def start_dbward(work: Path, workers: int = 1) -> Proc:
     data = work / "dbward"
     env = {
         **os.environ,
-        # proxy.workers: 0 is one proxy process per CPU core, as a production node runs
+        # proxy.workers: 1 is dbward's default; 0 is one proxy process per CPU core
         "DBWARD_PROXY__WORKERS": str(workers),
         "DBWARD_BENCH_PASSWORD": PASSWORD,
         "DBWARD_BENCH_UPSTREAM": UPSTREAM_PASSWORD,
@@ -594,7 +594,7 @@ def markdown(report: Report) -> str:
 
 
 @contextlib.contextmanager
-def relays(work: Path, want: set[str], workers: int = 0) -> Iterator[dict[str, Proc]]:
+def relays(work: Path, want: set[str], workers: int = 1) -> Iterator[dict[str, Proc]]:
     procs: dict[str, Proc] = {}
     try:
         if "dbward" in want:
@@ -620,7 +620,11 @@ def main() -> int:
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument(
-        "--workers", type=int, default=0, help="dbward's proxy.workers (0: one process per CPU core)"
+        "--workers",
+        type=int,
+        default=1,
+        help="dbward's proxy.workers (default 1, dbward's own default; 0: one process per CPU core, "
+        "which pays off only with cores to spare beside the clients and the databases)",
     )
     args = ap.parse_args()
     if args.quick:
