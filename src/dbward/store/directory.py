@@ -58,13 +58,22 @@ class StoreDirectory:
         self.ephemeral = ephemeral
 
     async def lookup(self, username: str) -> UserCredentials | None:
+        """The user's principal and every secret they may sign in with; None when there is no
+        such user or they are disabled. Runs at every login: four Core queries on one
+        connection (the ORM's per-row bookkeeping cost more than the queries themselves)."""
         now = datetime.now(UTC)
-        async with self.store.session() as s:
-            user = (await s.execute(select(User).where(User.username == username))).scalar_one_or_none()
+        async with self.store.engine.connect() as conn:
+            user = (
+                await conn.execute(
+                    select(
+                        User.id, User.username, User.is_admin, User.disabled, User.password_verifiers
+                    ).where(User.username == username)
+                )
+            ).one_or_none()
             if user is None or user.disabled:
                 return None
             groups = (
-                await s.execute(
+                await conn.execute(
                     select(Group.id, Group.name)
                     .join(GroupMember, GroupMember.group_id == Group.id)
                     .where(GroupMember.user_id == user.id)
@@ -72,7 +81,7 @@ class StoreDirectory:
             ).all()
             group_ids = [g.id for g in groups]
             roles = (
-                await s.execute(
+                await conn.execute(
                     select(Role.name)
                     .join(RoleAssignment, RoleAssignment.role_id == Role.id)
                     .where(
@@ -84,39 +93,48 @@ class StoreDirectory:
                     )
                 )
             ).scalars()
+            role_names = frozenset(roles)
             tokens = (
-                (await s.execute(select(ProxyToken).where(ProxyToken.user_id == user.id))).scalars().all()
-            )
-            secrets: list[StoredSecret] = []
-            if user.password_verifiers:
-                secrets.append(
-                    StoredSecret(
-                        method="password",
-                        name="password",
-                        verifiers=SecretVerifiers.from_json(self.store.box.decrypt(user.password_verifiers)),
-                    )
+                await conn.execute(
+                    select(
+                        ProxyToken.name,
+                        ProxyToken.verifiers,
+                        ProxyToken.created_at,
+                        ProxyToken.expires_at,
+                        ProxyToken.revoked_at,
+                    ).where(ProxyToken.user_id == user.id)
                 )
-            for t in sorted(tokens, key=lambda t: t.created_at, reverse=True):
-                exp = _aware(t.expires_at)
-                if t.revoked_at is not None or (exp is not None and exp <= now):
-                    continue
-                secrets.append(
-                    StoredSecret(
-                        method="proxy_token",
-                        name=t.name,
-                        verifiers=SecretVerifiers.from_json(self.store.box.decrypt(t.verifiers)),
-                    )
+            ).all()
+        secrets: list[StoredSecret] = []
+        if user.password_verifiers:
+            secrets.append(
+                StoredSecret(
+                    method="password",
+                    name="password",
+                    verifiers=SecretVerifiers.from_json(self.store.box.decrypt(user.password_verifiers)),
                 )
-            if self.ephemeral is not None:
-                secrets.extend(self.ephemeral.secrets_for(user.username))
-            principal = Principal(
-                user_id=user.id,
-                username=user.username,
-                groups=frozenset(g.name for g in groups),
-                roles=frozenset(roles),
-                is_admin=user.is_admin,
             )
-            return UserCredentials(principal=principal, secrets=tuple(secrets))
+        for t in sorted(tokens, key=lambda t: _aware(t.created_at) or now, reverse=True):
+            exp = _aware(t.expires_at)
+            if t.revoked_at is not None or (exp is not None and exp <= now):
+                continue
+            secrets.append(
+                StoredSecret(
+                    method="proxy_token",
+                    name=t.name,
+                    verifiers=SecretVerifiers.from_json(self.store.box.decrypt(t.verifiers)),
+                )
+            )
+        if self.ephemeral is not None:
+            secrets.extend(self.ephemeral.secrets_for(user.username))
+        principal = Principal(
+            user_id=user.id,
+            username=user.username,
+            groups=frozenset(g.name for g in groups),
+            roles=role_names,
+            is_admin=user.is_admin,
+        )
+        return UserCredentials(principal=principal, secrets=tuple(secrets))
 
     async def touch_token(self, username: str, token_name: str) -> None:
         async with self.store.transaction() as s:
