@@ -167,11 +167,11 @@ class StoreDirectory:
             return [target_from_row(c) for c in rows]
 
     async def upstream_password(self, target: Target) -> str | None:
-        async with self.store.session() as s:
-            c = await s.get(Connection, target.id)
-            if c is None or c.secret is None:
-                return None
-            return self.store.box.decrypt(c.secret)
+        async with self.store.engine.connect() as conn:  # at every login: a Core query
+            secret = (
+                await conn.execute(select(Connection.secret).where(Connection.id == target.id))
+            ).scalar_one_or_none()
+        return None if secret is None else self.store.box.decrypt(secret)
 
     async def grants_for(self, principal: Principal, target: Target) -> list[GrantView]:
         async with self.store.session() as s:
