@@ -490,6 +490,15 @@ def idle_sessions(dbward: Proc, count: int) -> dict[str, float]:
     assert row is not None and used is not None
     requested = count
     count = max(10, min(count, int(row[0]) - int(used[0]) - 10))
+    # Warm up first: the first sessions of a fresh node load code, caches and the policy, which
+    # is not per-session memory. Few, so that little freed memory is left for the measured
+    # sessions to reuse.
+    for _ in range(5):
+        with psycopg.connect(
+            host="127.0.0.1", port=PORTS["dbward-pg"], user=USER, password=PASSWORD, dbname=PG_DB
+        ) as c:
+            c.execute("SELECT 1").fetchone()
+    time.sleep(0.5)
     before = rss_kib(dbward.pid)
     conns = []
     t0 = time.perf_counter()
