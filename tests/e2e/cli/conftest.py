@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +83,25 @@ def initialised(cli: Cli, tmp_path: Path) -> Initialised:
     m = re.search(r"One-time password.*\n\s+(\S+)", r.out)
     assert m, r.out
     return Initialised(data_dir, m.group(1), set_free_ports(data_dir))
+
+
+def start_up(data_dir: Path, *, wait: float = 30.0) -> tuple[subprocess.Popen[str], str]:
+    """Start a real ``dbward up`` on ``data_dir`` and read its output up to the banner line
+    "dbward is up" (or until it stops printing, or ``wait`` seconds): the process, still
+    running, and what it printed. Wide columns so that rich keeps each line whole."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dbward.cli", "up", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"},
+    )
+    out = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + wait
+    while "dbward is up" not in out and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        out += line
+    return proc, out

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from dbward.config import load_settings
 from dbward.identity.secrets import verify_argon2
 from dbward.store import migrate
 from dbward.store.models import User
-from tests.e2e.cli.conftest import Cli, Initialised, free_port
+from tests.e2e.cli.conftest import Cli, Initialised, free_port, start_up
 
 
 def _admin(data_dir: Path) -> User:
@@ -95,23 +91,8 @@ def test_up_serves_prints_the_banner_and_drains_on_sigterm(cli: Cli, initialised
         f"    username: root\n    tls_mode: disable\n    listen_port: {port}\n"
     )
     assert cli("apply", "-f", f, "--data-dir", d).code == 0
-    env = {**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbward.cli", "up", "--data-dir", str(d)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc, out = start_up(d)
     try:
-        out = ""
-        deadline = time.monotonic() + 30
-        assert proc.stdout is not None
-        while "dbward is up" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            out += line
         assert "dbward is up" in out, out
         assert "connection maria" in out
         from dbward.node import load_engines

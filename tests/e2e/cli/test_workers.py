@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from tests.conftest import (
     PG_UPSTREAM_PASSWORD,
     PG_UPSTREAM_USER,
 )
-from tests.e2e.cli.conftest import Cli, Initialised, free_port
+from tests.e2e.cli.conftest import Cli, Initialised, free_port, start_up
 
 #: a safety net against a hang, not a measurement
 WAIT = 60.0
@@ -108,21 +107,7 @@ grants:
     env = {**os.environ, "W_PW": PASSWORD, "UP_PW": PG_UPSTREAM_PASSWORD, "MY_PW": MYSQL_UPSTREAM_PASSWORD}
     r = cli("apply", "-f", policy, "--data-dir", d, env=env)
     assert r.code == 0, r.out
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dbward.cli", "up", "--data-dir", str(d)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "COLUMNS": "250", "PYTHONUNBUFFERED": "1"},
-    )
-    out = ""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + WAIT
-    while "dbward is up" not in out and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        out += line
+    proc, out = start_up(d, wait=WAIT)
     try:
         assert "dbward is up" in out, out
         assert "proxy processes: 2" in out, out
