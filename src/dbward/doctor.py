@@ -376,14 +376,16 @@ def _local_checks(data_dir: Path | None, config: Path | None) -> tuple[list[Chec
     from dbward.wire.postgres import framing
 
     if framing.ACCELERATED == "c":
-        results.append(Check("relay accelerator", "pass", "the C row walk (dbward.wire._speedups) is built"))
+        results.append(
+            Check("relay accelerator", "pass", "the C row loops (dbward.wire._speedups) are built")
+        )
     else:
         results.append(
             Check(
                 "relay accelerator",
                 "warn",
-                "dbward.wire._speedups is not built, so large PostgreSQL results cost the proxy "
-                "several times more CPU (the pure-Python row walk is used)",
+                "dbward.wire._speedups is not built, so large PostgreSQL results and masked "
+                "columns cost the proxy several times more CPU (the pure-Python row loops are used)",
                 "install gcc and the Python headers (Debian: gcc python3-dev), then reinstall dbward",
             )
         )
