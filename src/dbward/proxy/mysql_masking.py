@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from dbward.masking.algorithms import Algorithm, MaskSpec
+from dbward.masking.algorithms import SEPARATOR_BYTES, Algorithm, MaskSpec
 from dbward.masking.plan import WireOrigin
 from dbward.policy.model import ColumnMask, MaskingPlan
 from dbward.proxy.masking import (
@@ -71,6 +71,14 @@ from dbward.wire.mysql.rows import (
     null_bitmap_size,
 )
 from dbward.wire.mysql.scanner import ResponseKind
+
+#: the span-mask text-row loop in C (``wire/_speedups.c``), when it was built; None: the
+#: Python loop of ColumnMasker.text_rows does all of it
+_mysql_mask_span_rows: Callable[..., tuple[bytes, int, int, int]] | None
+try:
+    from dbward.wire._speedups import mysql_mask_span_rows as _mysql_mask_span_rows
+except ImportError:
+    _mysql_mask_span_rows = None
 
 #: utf8mb4_general_ci: the character set a retyped (masked) column is announced in
 UTF8MB4 = 45
@@ -291,7 +299,23 @@ class ColumnMasker:
         append = out.append
         emitted = pos
         rows = 0
+        c_span = _mysql_mask_span_rows if span is not None and fn is not None and not null else None
+        unit_byte = unit[0] if unit else 0
+        seps = SEPARATOR_BYTES if alnum else b""  # alnum: the mask keeps separators
         while n - pos >= 5:
+            if c_span is not None:
+                # the run of rows the C loop can mask; it stops before a row it leaves to us
+                masked, q, seq, taken = c_span(
+                    buf, pos, n, seq, cap - rows if cap >= 0 else -1, k, first, last, unit_byte, seps
+                )
+                if taken:
+                    if pos > emitted:
+                        append(buf[emitted:pos])
+                    append(masked)
+                    pos = emitted = q
+                    rows += taken
+                    if n - pos < 5:
+                        break
             length = buf[pos] | (buf[pos + 1] << 8) | (buf[pos + 2] << 16)
             end = pos + 4 + length
             if end > n or length >= MAX_FRAME or rows == cap:

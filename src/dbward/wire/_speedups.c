@@ -211,7 +211,212 @@ mask_span_rows(PyObject *self, PyObject *args)
     return Py_BuildValue("Nnn", out, p, taken);
 }
 
+/* The bytes of a MySQL length-encoded integer's value after its first byte, or -1 when that
+ * byte cannot start one (0xFB is NULL, 0xFF is not an integer). */
+static inline int
+lenenc_extra(unsigned char first)
+{
+    if (first < 0xFB) {
+        return 0;
+    }
+    switch (first) {
+    case 0xFC:
+        return 2;
+    case 0xFD:
+        return 3;
+    case 0xFE:
+        return 8;
+    default:
+        return -1;
+    }
+}
+
+/* mysql_mask_span_rows(buf, pos, n, seq, cap, k, first, last, unit, separators)
+ *     -> (frames, pos, seq, rows)
+ *
+ * The MySQL counterpart of mask_span_rows: a run of single-packet text-protocol rows from
+ * buf[pos] (packet headers included), column k masked as there (full or partial mask over an
+ * ASCII value, `separators` kept), each packet renumbered from `seq` (dbward may have
+ * removed or added packets before, so the client's sequence ids continue from dbward's).
+ * Masks exactly as ResponseRewriter/ColumnMasker.text_rows (proxy/mysql_masking.py) does and
+ * stops, without consuming it, at the first packet it leaves to that Python loop: one not all
+ * in buf[:n], of 16 MiB - 1 bytes or more, starting with 0xFE or 0xFF, a row with fewer than
+ * k + 1 values or a value past its row, a masked value of 251 bytes or more, and one that is
+ * not ASCII. Stops after `cap` rows (negative: no cap). Returns the frames, the position after
+ * the last row taken, the next sequence id and how many rows were taken. */
+static PyObject *
+mysql_mask_span_rows(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    Py_ssize_t pos, n, seq, cap, k, first, last;
+    int unit;
+    const char *seps;
+    Py_ssize_t nseps;
+    if (!PyArg_ParseTuple(args, "y*nnnnnnniy#", &view, &pos, &n, &seq, &cap, &k, &first, &last, &unit,
+                          &seps, &nseps)) {
+        return NULL;
+    }
+    if (k < 0 || first < 0 || last < 0 || unit < 0 || unit > 255) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError,
+                        "mysql_mask_span_rows: k, first, last and unit must be in range");
+        return NULL;
+    }
+    unsigned char is_sep[256] = {0};
+    for (Py_ssize_t i = 0; i < nseps; i++) {
+        is_sep[(unsigned char)seps[i]] = 1;
+    }
+    const unsigned char *b = (const unsigned char *)view.buf;
+    if (n > view.len) {
+        n = view.len;
+    }
+    if (pos < 0) {
+        pos = 0;
+    }
+    if (pos > n) {
+        pos = n;
+    }
+    const Py_ssize_t start = pos;
+    Py_ssize_t rows = 0;
+    /* first pass: how far the rows this loop can mask go */
+    while (n - pos >= 5 && rows != cap) {
+        Py_ssize_t length = (Py_ssize_t)b[pos] | ((Py_ssize_t)b[pos + 1] << 8) | ((Py_ssize_t)b[pos + 2] << 16);
+        Py_ssize_t end = pos + 4 + length;
+        if (end > n || length >= 0xFFFFFF) {
+            break;
+        }
+        unsigned char lead = b[pos + 4];
+        if (lead == 0xFE || lead == 0xFF) {
+            break;
+        }
+        Py_ssize_t q = pos + 4;
+        int ok = 1;
+        for (Py_ssize_t i = 0; ok && i < k; i++) {
+            if (q >= end) {
+                ok = 0;
+                break;
+            }
+            unsigned char c = b[q];
+            if (c < 0xFB) {
+                q += 1 + c;
+            }
+            else if (c == 0xFB) {
+                q += 1;
+            }
+            else {
+                int extra = lenenc_extra(c);
+                if (extra < 0 || q + 1 + extra > end) {
+                    ok = 0;
+                    break;
+                }
+                uint64_t v = 0;
+                for (int j = extra - 1; j >= 0; j--) {
+                    v = (v << 8) | b[q + 1 + j];
+                }
+                if (v > (uint64_t)(end - q)) {
+                    ok = 0;
+                    break;
+                }
+                q += 1 + extra + (Py_ssize_t)v;
+            }
+        }
+        if (!ok || q >= end) {
+            break;
+        }
+        unsigned char c = b[q];
+        if (c != 0xFB) {
+            if (c > 0xFB) {
+                break; /* a long value: the Python loop */
+            }
+            Py_ssize_t vs = q + 1, ve = vs + c;
+            if (ve > end) {
+                break;
+            }
+            int ascii = 1;
+            for (Py_ssize_t j = vs; ascii && j < ve; j++) {
+                ascii = b[j] < 0x80;
+            }
+            if (!ascii) {
+                break;
+            }
+        }
+        rows++;
+        pos = end;
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, pos - start);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    memcpy(o, b + start, (size_t)(pos - start));
+    /* second pass, over the copy: these rows are known to be well formed */
+    Py_ssize_t keep = first + last;
+    Py_ssize_t r = 0, total = pos - start;
+    while (r < total) {
+        Py_ssize_t length = (Py_ssize_t)o[r] | ((Py_ssize_t)o[r + 1] << 8) | ((Py_ssize_t)o[r + 2] << 16);
+        Py_ssize_t end = r + 4 + length;
+        o[r + 3] = (unsigned char)(seq & 0xFF);
+        seq++;
+        Py_ssize_t q = r + 4;
+        for (Py_ssize_t i = 0; i < k; i++) {
+            unsigned char c = o[q];
+            if (c < 0xFB) {
+                q += 1 + c;
+            }
+            else if (c == 0xFB) {
+                q += 1;
+            }
+            else {
+                int extra = lenenc_extra(c);
+                uint64_t v = 0;
+                for (int j = extra - 1; j >= 0; j--) {
+                    v = (v << 8) | o[q + 1 + j];
+                }
+                q += 1 + extra + (Py_ssize_t)v;
+            }
+        }
+        Py_ssize_t length_v = o[q];
+        if (length_v != 0xFB && length_v > 0) {
+            unsigned char *v = o + q + 1;
+            Py_ssize_t significant = length_v;
+            if (nseps) {
+                for (Py_ssize_t j = 0; j < length_v; j++) {
+                    significant -= is_sep[v[j]];
+                }
+            }
+            Py_ssize_t low = first, high = significant - last;
+            if (keep >= significant) {
+                low = 0;
+                high = significant;
+            }
+            if (significant == length_v) {
+                memset(v + low, unit, (size_t)(high - low));
+            }
+            else {
+                Py_ssize_t cnt = 0;
+                for (Py_ssize_t j = 0; j < length_v; j++) {
+                    if (is_sep[v[j]]) {
+                        continue;
+                    }
+                    if (cnt >= low && cnt < high) {
+                        v[j] = (unsigned char)unit;
+                    }
+                    cnt++;
+                }
+            }
+        }
+        r = end;
+    }
+    PyBuffer_Release(&view);
+    return Py_BuildValue("Nnnn", out, pos, seq, rows);
+}
+
 static PyMethodDef methods[] = {
+    {"mysql_mask_span_rows", mysql_mask_span_rows, METH_VARARGS,
+     "mysql_mask_span_rows(buf, pos, n, seq, cap, k, first, last, unit, separators) -> "
+     "(frames, pos, seq, rows): mask one column of a run of MySQL text rows with a span mask "
+     "(see proxy/mysql_masking.py)."},
     {"mask_span_rows", mask_span_rows, METH_VARARGS,
      "mask_span_rows(buf, start, end, limit, k, first, last, unit, separators) -> (frames, pos, rows): "
      "mask one column of a run of DataRows with a span mask (see proxy/postgres_masking.py)."},

@@ -13,3 +13,16 @@ def mask_span_rows(
     separators: bytes,
     /,
 ) -> tuple[bytes, int, int]: ...
+def mysql_mask_span_rows(
+    buf: bytes | bytearray,
+    pos: int,
+    n: int,
+    seq: int,
+    cap: int,
+    k: int,
+    first: int,
+    last: int,
+    unit: int,
+    separators: bytes,
+    /,
+) -> tuple[bytes, int, int, int]: ...

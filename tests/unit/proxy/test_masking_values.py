@@ -17,13 +17,14 @@ from dbward.masking.algorithms import Algorithm, MaskSpec
 from dbward.masking.patterns import BUILTIN, custom_pattern
 from dbward.policy.model import ColumnMask, MaskingPlan
 from dbward.proxy import masking as pm
+from dbward.proxy import mysql_masking as mym
 from dbward.proxy import postgres_masking as pgm
 from dbward.proxy.masking import ResultMasks, always_null, span_mask, value_masker
 from dbward.proxy.mysql_masking import ColumnMasker, ResponseRewriter, ResultPolicy
 from dbward.proxy.postgres_masking import RowMasker
 from dbward.wire.mysql.constants import MAX_FRAME, FieldType, ServerStatus
 from dbward.wire.mysql.messages import ColumnDefinition41, OKPacket
-from dbward.wire.mysql.packets import PacketDecoder, encode_packet, lenenc_int
+from dbward.wire.mysql.packets import PacketDecoder, ProtocolViolation, encode_packet, lenenc_int
 from dbward.wire.mysql.rows import decode_text_row, encode_text_row
 from dbward.wire.mysql.scanner import ResponseKind
 from dbward.wire.postgres import rows as r
@@ -336,6 +337,45 @@ def test_mysql_text_rows_are_the_rows_one_by_one(
     assert [bytes(x) for x in rows] == [my_reference(masks, v) for v in values[:n]]
     for v, x in zip(values, rows, strict=False):
         assert len(decode_text_row(x, 3)) == len(v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([0, 1, 5, 6, 7, 8, 9]),  # full and partial masks (span masks) and others
+    st.integers(0, 2),
+    st.lists(st.lists(my_values, min_size=3, max_size=3), max_size=10),
+    st.integers(-1, 12),
+    st.integers(0, 300),
+    st.binary(max_size=12),
+)
+def test_mysql_span_rows_in_c_are_the_rows_of_the_python_loop(
+    m: int, column: int, values: list[list[bytes | None]], cap: int, seq: int, after: bytes
+) -> None:
+    """``ColumnMasker.text_rows`` hands runs of a span-masked column to ``wire/_speedups.c``;
+    with the C loop and without it, the same packets, position, sequence ids and count."""
+    if mym._mysql_mask_span_rows is None:
+        pytest.skip("the C accelerator is not built")
+    cm = ColumnMasker([my_col("a"), my_col("b"), my_col("c")], ResultMasks({column: MASKS[m]}), token_key=KEY)
+    buf = bytearray()
+    for i, v in enumerate(values):
+        buf += encode_packet(encode_text_row(v), (seq + i * (i % 3)) & 0xFF)
+    buf += after
+
+    def run() -> tuple[bytes, int, int, int] | str:
+        out: list[bytes | bytearray] = []
+        try:
+            pos, nxt, taken = cm.text_rows(buf, 0, len(buf), seq, cap, out)
+        except ProtocolViolation as exc:
+            return str(exc)
+        return b"".join(out), pos, nxt, taken
+
+    with_c = run()
+    saved, mym._mysql_mask_span_rows = mym._mysql_mask_span_rows, None
+    try:
+        without_c = run()
+    finally:
+        mym._mysql_mask_span_rows = saved
+    assert with_c == without_c
 
 
 def test_mysql_masked_row_of_16_mib_is_split_into_frames() -> None:
