@@ -62,6 +62,41 @@ be32s(const unsigned char *b)
                      (uint32_t)b[3]);
 }
 
+/* Mask one ASCII value in place: of its significant bytes (those not marked in is_sep, which
+ * stay where they are; none are marked when nseps is 0) the first `first` and the last `last`
+ * stay, unless that would keep all of them, and every other one becomes `unit`. This is
+ * dbward.masking.algorithms.partial on ASCII text, whose bytes are its characters. */
+static void
+mask_value(unsigned char *v, Py_ssize_t length, Py_ssize_t first, Py_ssize_t last, unsigned char unit,
+           const unsigned char *is_sep, Py_ssize_t nseps)
+{
+    Py_ssize_t significant = length;
+    if (nseps) {
+        for (Py_ssize_t j = 0; j < length; j++) {
+            significant -= is_sep[v[j]];
+        }
+    }
+    Py_ssize_t low = first, high = significant - last; /* the significant bytes masked */
+    if (first + last >= significant) {
+        low = 0;
+        high = significant;
+    }
+    if (significant == length) {
+        memset(v + low, unit, (size_t)(high - low));
+        return;
+    }
+    Py_ssize_t c = 0;
+    for (Py_ssize_t j = 0; j < length; j++) {
+        if (is_sep[v[j]]) {
+            continue;
+        }
+        if (c >= low && c < high) {
+            v[j] = unit;
+        }
+        c++;
+    }
+}
+
 /* mask_span_rows(buf, start, end, limit, k, first, last, unit, separators)
  *     -> (frames, pos, rows)
  *
@@ -110,7 +145,6 @@ mask_span_rows(PyObject *self, PyObject *args)
     if (start > end) {
         start = end;
     }
-    Py_ssize_t keep = first + last;
     Py_ssize_t p = start;
     Py_ssize_t taken = 0;
     /* first pass: how far the rows this loop can mask go */
@@ -177,33 +211,7 @@ mask_span_rows(PyObject *self, PyObject *args)
             length = be32s(o + pos);
         }
         if (length > 0) {
-            unsigned char *v = o + pos + 4;
-            Py_ssize_t significant = length;
-            if (nseps) {
-                for (Py_ssize_t j = 0; j < length; j++) {
-                    significant -= is_sep[v[j]];
-                }
-            }
-            Py_ssize_t low = first, high = significant - last; /* significant bytes masked */
-            if (keep >= significant) {
-                low = 0;
-                high = significant;
-            }
-            if (significant == length) {
-                memset(v + low, unit, (size_t)(high - low));
-            }
-            else {
-                Py_ssize_t c = 0;
-                for (Py_ssize_t j = 0; j < length; j++) {
-                    if (is_sep[v[j]]) {
-                        continue;
-                    }
-                    if (c >= low && c < high) {
-                        v[j] = (unsigned char)unit;
-                    }
-                    c++;
-                }
-            }
+            mask_value(o + pos + 4, length, first, last, (unsigned char)unit, is_sep, nseps);
         }
         q = e;
     }
@@ -351,7 +359,6 @@ mysql_mask_span_rows(PyObject *self, PyObject *args)
     unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
     memcpy(o, b + start, (size_t)(pos - start));
     /* second pass, over the copy: these rows are known to be well formed */
-    Py_ssize_t keep = first + last;
     Py_ssize_t r = 0, total = pos - start;
     while (r < total) {
         Py_ssize_t length = (Py_ssize_t)o[r] | ((Py_ssize_t)o[r + 1] << 8) | ((Py_ssize_t)o[r + 2] << 16);
@@ -378,33 +385,7 @@ mysql_mask_span_rows(PyObject *self, PyObject *args)
         }
         Py_ssize_t length_v = o[q];
         if (length_v != 0xFB && length_v > 0) {
-            unsigned char *v = o + q + 1;
-            Py_ssize_t significant = length_v;
-            if (nseps) {
-                for (Py_ssize_t j = 0; j < length_v; j++) {
-                    significant -= is_sep[v[j]];
-                }
-            }
-            Py_ssize_t low = first, high = significant - last;
-            if (keep >= significant) {
-                low = 0;
-                high = significant;
-            }
-            if (significant == length_v) {
-                memset(v + low, unit, (size_t)(high - low));
-            }
-            else {
-                Py_ssize_t cnt = 0;
-                for (Py_ssize_t j = 0; j < length_v; j++) {
-                    if (is_sep[v[j]]) {
-                        continue;
-                    }
-                    if (cnt >= low && cnt < high) {
-                        v[j] = (unsigned char)unit;
-                    }
-                    cnt++;
-                }
-            }
+            mask_value(o + q + 1, length_v, first, last, (unsigned char)unit, is_sep, nseps);
         }
         r = end;
     }
