@@ -375,6 +375,43 @@ class _Leg(asyncio.Protocol):
         self.writer.sink(False)
 
 
+class _Inbound:
+    """What one direction of the relay holds between two reads: how much of a large frame is
+    still to come (relayed as it arrives, never held whole), and the start of a frame whose
+    rest has not arrived yet."""
+
+    __slots__ = ("passing", "tail")
+
+    def __init__(self) -> None:
+        self.passing = 0
+        self.tail = bytearray()
+
+    def pass_through(self, data: bytes, to: asyncio.Transport) -> tuple[int, bytes]:
+        """Relay the part of ``data`` that continues a passed-through frame; return how many
+        bytes that was and the rest of ``data``."""
+        take = min(self.passing, len(data))
+        to.write(data[:take])
+        self.passing -= take
+        return take, data[take:]
+
+    def joined(self, data: bytes) -> bytes | bytearray:
+        """``data`` after the incomplete frame held from the last read (``data`` itself when
+        there is none: no copy)."""
+        tail = self.tail
+        if tail:
+            tail += data
+            return tail
+        return data
+
+    def keep(self, buf: bytes | bytearray, pos: int) -> None:
+        """Hold ``buf[pos:]``, the incomplete frame this read ended in, for the next read."""
+        tail = self.tail
+        if buf is tail:
+            del tail[:pos]
+        elif pos < len(buf):
+            tail += buf[pos:]
+
+
 def _take_buffered(reader: asyncio.StreamReader) -> tuple[bytes, bool]:
     """What a login-phase stream reader holds that nobody read yet, and whether it saw the end."""
     held: bytearray = reader._buffer  # type: ignore[attr-defined]
@@ -470,10 +507,8 @@ class _Session:
         self.back = _Pump(self, "pg-backend", self._server_bytes, _UpstreamGone)
         self.client_tr: asyncio.Transport | None = None
         self.up_tr: asyncio.Transport | None = None
-        self.front_tail = bytearray()  # an incomplete client message, waiting for the rest
-        self.front_pass = 0  # bytes of a large CopyData still to relay as they come
-        self.back_tail = bytearray()
-        self.back_pass = 0
+        self.front_in = _Inbound()  # what the client sent that its next read completes
+        self.back_in = _Inbound()
         self.back_rows = 0  # rows counted since the last completion
 
     # ------------------------------------------------------------------ top level
@@ -936,20 +971,12 @@ class _Session:
         assert self.up_tr is not None and self.live is not None
         up = self.up_tr
         self.live.touch()
-        if self.front_pass:
-            take = min(self.front_pass, len(data))
-            up.write(data[:take])
-            self.front_pass -= take
-            data = data[take:]
+        inbound = self.front_in
+        if inbound.passing:
+            _, data = inbound.pass_through(data, up)
             if not data:
                 return
-        tail = self.front_tail
-        buf: bytes | bytearray
-        if tail:
-            tail += data
-            buf = tail
-        else:
-            buf = data
+        buf = inbound.joined(data)
         out = bytearray()
         pos, n = 0, len(buf)
         while n - pos >= 5:
@@ -960,7 +987,7 @@ class _Session:
             if end > n:
                 if t == b"d" and length > PASSTHROUGH_MIN:
                     out += buf[pos:n]
-                    self.front_pass = end - n
+                    inbound.passing = end - n
                     pos = n
                 break
             if t in (b"d", b"c", b"f", b"H"):
@@ -974,10 +1001,7 @@ class _Session:
             else:
                 await self._handle(t, bytes(buf[pos + 5 : end]), bytes(buf[pos:end]), out)
             pos = end
-        if buf is tail:
-            del tail[:pos]
-        elif pos < n:
-            tail += buf[pos:]
+        inbound.keep(buf, pos)
         if out:
             if not self.cancel_gate.is_set():
                 await self.cancel_gate.wait()
@@ -1576,21 +1600,13 @@ class _Session:
         assert self.client_tr is not None and self.live is not None
         client = self.client_tr
         self.live.touch()
-        if self.back_pass:
-            take = min(self.back_pass, len(data))
-            client.write(data[:take])
-            self.relayed += take
-            self.back_pass -= take
-            data = data[take:]
+        inbound = self.back_in
+        if inbound.passing:
+            taken, data = inbound.pass_through(data, client)
+            self.relayed += taken
             if not data:
                 return
-        tail = self.back_tail
-        buf: bytes | bytearray
-        if tail:
-            tail += data
-            buf = tail
-        else:
-            buf = data
+        buf = inbound.joined(data)
         done: list[_Completion] = []
         out: list[bytes] = []
         if self._needs_slow():
@@ -1611,14 +1627,14 @@ class _Session:
                 if t == b"D" and 4 <= length <= m.MAX_MESSAGE:  # an incomplete DataRow
                     if length > PASSTHROUGH_MIN:
                         rows += 1
-                        self.back_pass = end - n
+                        inbound.passing = end - n
                         pos = n
                     break
                 if length < 4 or length > m.MAX_MESSAGE:
                     raise ProtocolError("the target sent a message of impossible length")
                 if end > n:
                     if t == b"d" and length > PASSTHROUGH_MIN:
-                        self.back_pass = end - n
+                        inbound.passing = end - n
                         pos = n
                     break
                 if t in _CONTROL:
@@ -1633,10 +1649,7 @@ class _Session:
             if seg < pos:
                 out.append(buf if seg == 0 and pos == n and isinstance(buf, bytes) else bytes(buf[seg:pos]))
             self.back_rows = rows
-        if buf is tail:
-            del tail[:pos]
-        elif pos < len(buf):
-            tail += buf[pos:]
+        inbound.keep(buf, pos)
         await self._flush(done, out)
 
     async def _flush(self, done: list[_Completion], out: list[bytes]) -> None:
