@@ -7,7 +7,8 @@ undecodable bytes, long values and any position of the masked column. No sockets
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -31,6 +32,7 @@ from dbward.wire.postgres import rows as r
 from dbward.wire.postgres.messages import WireError
 
 A = Algorithm
+T = TypeVar("T")
 MASKS: list[ColumnMask] = [
     ColumnMask(spec=MaskSpec(algorithm=A.FULL), rule_ids=("m:full",)),
     ColumnMask(spec=MaskSpec(algorithm=A.FULL, mask_char="한"), rule_ids=("m:full",)),
@@ -199,6 +201,18 @@ def test_pg_rows_in_one_call_are_the_rows_one_by_one(
     assert rest == b"".join(pg_reference(fields, masks, v) for v in values[n:])
 
 
+def with_and_without_c(module: object, name: str, run: Callable[[], T]) -> tuple[T, T]:
+    """``run()`` with the C loop ``module.name`` and again with it set to None, as when the
+    accelerator is not built (the Python loop then does all the work)."""
+    with_c = run()
+    saved = getattr(module, name)
+    setattr(module, name, None)
+    try:
+        return with_c, run()
+    finally:
+        setattr(module, name, saved)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.sampled_from([0, 1, 5, 6, 7, 8, 9]),  # full and partial masks (span masks) and others
@@ -225,12 +239,7 @@ def test_pg_span_rows_in_c_are_the_rows_of_the_python_loop(
         except WireError as exc:
             return str(exc)
 
-    with_c = run()
-    saved, pgm._mask_span_rows = pgm._mask_span_rows, None
-    try:
-        without_c = run()
-    finally:
-        pgm._mask_span_rows = saved
+    with_c, without_c = with_and_without_c(pgm, "_mask_span_rows", run)
     assert with_c == without_c
 
 
@@ -369,12 +378,7 @@ def test_mysql_span_rows_in_c_are_the_rows_of_the_python_loop(
             return str(exc)
         return b"".join(out), pos, nxt, taken
 
-    with_c = run()
-    saved, mym._mysql_mask_span_rows = mym._mysql_mask_span_rows, None
-    try:
-        without_c = run()
-    finally:
-        mym._mysql_mask_span_rows = saved
+    with_c, without_c = with_and_without_c(mym, "_mysql_mask_span_rows", run)
     assert with_c == without_c
 
 
