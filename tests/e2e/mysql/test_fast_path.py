@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
-import threading
 from typing import Any
 
 import mysql.connector
@@ -17,7 +16,7 @@ import pytest
 from dbward.proxy.mysql import MySQLSession
 from tests.conftest import PASSWORD, USER, RunningNode
 from tests.e2e.mysql.conftest import completions, decisions
-from tests.e2e.mysql.test_lifecycle import connect, upstream_queries, wait_until
+from tests.e2e.mysql.test_lifecycle import connect, start_long_query, upstream_queries, wait_until
 
 
 @pytest.fixture
@@ -162,24 +161,13 @@ async def test_client_vanishing_during_a_fast_statement(
 ) -> None:
     marker = "dbward_fast_cancel_probe"
     conn = await asyncio.to_thread(connect, maria_port)
-    errors: list[BaseException] = []
-
-    def long_query() -> None:
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT SLEEP(0) AS {marker}")  # fills the decision cache
-                cur.execute(f"SELECT SLEEP(600) AS {marker}")
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=long_query, daemon=True)
-    t.start()
-    await wait_until(lambda: bool(upstream_queries(marker)), "the query to run on the target")
+    # the first statement fills the decision cache
+    t, ended = await start_long_query(conn, marker, first=f"SELECT SLEEP(0) AS {marker}")
     assert fast_count[0] == 0  # the long one is in flight on the fast path (not finished)
     conn._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]
     await wait_until(lambda: not upstream_queries(marker), "dbward to KILL QUERY on the target")
     await asyncio.to_thread(t.join, 10)
-    assert errors
+    assert ended and isinstance(ended[0], BaseException)
     await wait_until(lambda: bool(dbward_node.journal.of_type("session.end")), "the session end event")
     assert "KILL QUERY" in dbward_node.journal.of_type("session.end")[-1]["reason"]
     _, done = _events_of(dbward_node, f"SELECT SLEEP(600) AS {marker}")

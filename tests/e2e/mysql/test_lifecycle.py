@@ -46,25 +46,38 @@ async def wait_until(pred: Any, what: str, deadline: float = 30.0) -> None:
         await asyncio.sleep(0.1)
 
 
-async def test_client_disconnect_kills_the_running_query(dbward_node: RunningNode, maria_port: int) -> None:
-    marker = "dbward_cancel_probe_1"
-    conn = await asyncio.to_thread(connect, maria_port)
-    errors: list[BaseException] = []
+async def start_long_query(
+    conn: pymysql.connections.Connection, marker: str, *, first: str | None = None
+) -> tuple[threading.Thread, list[Any]]:
+    """Run ``SELECT SLEEP(600) AS <marker>`` on ``conn`` in a thread (after ``first``, if
+    given) and wait until the target runs it. Returns the thread and a list that gets how the
+    query ended: its rows, or the exception the client raised."""
+    ended: list[Any] = []
 
     def long_query() -> None:
         try:
             with conn.cursor() as cur:
+                if first is not None:
+                    cur.execute(first)
                 cur.execute(f"SELECT SLEEP(600) AS {marker}")
+                ended.append(cur.fetchall())
         except BaseException as exc:
-            errors.append(exc)
+            ended.append(exc)
 
     t = threading.Thread(target=long_query, daemon=True)
     t.start()
     await wait_until(lambda: bool(upstream_queries(marker)), "the query to run on the target")
+    return t, ended
+
+
+async def test_client_disconnect_kills_the_running_query(dbward_node: RunningNode, maria_port: int) -> None:
+    marker = "dbward_cancel_probe_1"
+    conn = await asyncio.to_thread(connect, maria_port)
+    t, ended = await start_long_query(conn, marker)
     conn._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[union-attr]  # the client vanishes
     await wait_until(lambda: not upstream_queries(marker), "dbward to KILL QUERY on the target")
     await asyncio.to_thread(t.join, 10)
-    assert errors  # the client saw its connection go
+    assert ended and isinstance(ended[0], BaseException)  # the client saw its connection go
     await wait_until(lambda: bool(dbward_node.journal.of_type("session.end")), "the session end event")
     assert "KILL QUERY" in dbward_node.journal.of_type("session.end")[-1]["reason"]
     # A killed SLEEP() returns 1 instead of failing; either way the statement's end is audited,
@@ -76,24 +89,13 @@ async def test_client_disconnect_kills_the_running_query(dbward_node: RunningNod
 async def test_administrator_kill_stops_query_and_session(dbward_node: RunningNode, maria_port: int) -> None:
     marker = "dbward_kill_probe_2"
     conn = await asyncio.to_thread(connect, maria_port)
-    errors: list[BaseException] = []
-
-    def long_query() -> None:
-        try:
-            with conn.cursor() as cur:
-                cur.execute(f"SELECT SLEEP(600) AS {marker}")
-        except BaseException as exc:
-            errors.append(exc)
-
-    t = threading.Thread(target=long_query, daemon=True)
-    t.start()
-    await wait_until(lambda: bool(upstream_queries(marker)), "the query to run on the target")
+    t, ended = await start_long_query(conn, marker)
     (live,) = dbward_node.node.sessions.list()
     assert live.busy
     assert await dbward_node.node.sessions.kill(live.info.id, "killed by an administrator in a test")
     await wait_until(lambda: not upstream_queries(marker), "the query to be killed on the target")
     await asyncio.to_thread(t.join, 10)
-    assert errors and isinstance(errors[0], pymysql.err.OperationalError)
+    assert ended and isinstance(ended[0], pymysql.err.OperationalError)
     await wait_until(lambda: bool(dbward_node.journal.of_type("session.end")), "the session end event")
     assert dbward_node.journal.of_type("session.end")[-1]["reason"] == "killed by an administrator in a test"
 
@@ -273,19 +275,7 @@ async def test_kill_with_a_dbward_connection_id(dbward_node: RunningNode, maria_
     victim = await asyncio.to_thread(connect, maria_port)
     killer = await asyncio.to_thread(connect, maria_port)
     assert victim.thread_id() >= 1 << 30  # a dbward id, never a target thread id
-    results: list[Any] = []
-
-    def long_query() -> None:
-        try:
-            with victim.cursor() as cur:
-                cur.execute(f"SELECT SLEEP(600) AS {marker}")
-                results.append(cur.fetchall())
-        except pymysql.err.MySQLError as exc:
-            results.append(exc.args[0])
-
-    t = threading.Thread(target=long_query, daemon=True)
-    t.start()
-    await wait_until(lambda: bool(upstream_queries(marker)), "the query to run on the target")
+    t, ended = await start_long_query(victim, marker)
 
     def kill_query() -> None:
         with killer.cursor() as cur:
@@ -294,6 +284,7 @@ async def test_kill_with_a_dbward_connection_id(dbward_node: RunningNode, maria_
     await asyncio.to_thread(kill_query)
     await asyncio.to_thread(t.join, 30)
     # MariaDB answers ER_QUERY_INTERRUPTED (MySQL makes SLEEP() return 1); the session lives on
+    results = [e.args[0] if isinstance(e, pymysql.err.MySQLError) else e for e in ended]
     assert results in ([1317], [((1,),)])
 
     def victim_still_works() -> Any:
