@@ -88,6 +88,37 @@ class SyncAuditJournal(AuditJournal, Protocol):
         ...
 
 
+class Writer(Protocol):
+    """Where a statement's bytes go once its decision is recorded (a transport, a stream)."""
+
+    def write(self, data: bytes | bytearray) -> None: ...
+
+
+class QueuedAuditJournal(SyncAuditJournal, Protocol):
+    """A journal that can write the records of one loop iteration together (the gate looks
+    for ``append_queued``): a decision is queued, and the statement it decided is held back
+    (:meth:`forward`) until the write that carries the record has returned."""
+
+    def append_queued(self, event: AuditEvent) -> bool:
+        """Queue ``event`` for the journal's write at the end of this loop iteration and
+        return True; or return False, having done nothing, when this journal cannot (then
+        use :meth:`append_now`). Raises :class:`AuditUnavailable` when the journal failed."""
+        ...
+
+    def forward(
+        self, writer: Writer, data: bytes | bytearray, fail: Callable[[AuditUnavailable], None]
+    ) -> None:
+        """``writer.write(data)`` once every record queued so far is written: at once when
+        none waits, else right after the write that carries them; when that write fails,
+        ``fail(error)`` instead, and ``data`` is never written."""
+        ...
+
+    def flush(self) -> None:
+        """Write the queued records now (and what waits for them), before a write to a
+        target that may not wait for the end of the iteration."""
+        ...
+
+
 class MemoryJournal:
     """A journal kept in memory, hash chain included; for tests and the gate benchmark."""
 
@@ -181,6 +212,8 @@ class FileJournal:
         #: records of append_soon() not yet written, and whether a flush is scheduled
         self._soon: list[dict[str, Any]] = []
         self._soon_scheduled = False
+        #: statements held back until the queued records are written: (writer, data, fail)
+        self._waiting: list[tuple[Writer, bytes | bytearray, Callable[[AuditUnavailable], None]]] = []
         self._fd: int | None = None
         #: one writer at a time within this process (the file lock is per open file, so it
         #: does not keep this process's threads apart)
@@ -277,9 +310,57 @@ class FileJournal:
             self._soon_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
 
+    def append_queued(self, event: AuditEvent) -> bool:
+        """durability "write": ``event`` joins the records written at the end of this loop
+        iteration (:meth:`append_soon`'s), one write for all the statements the loop served
+        in it instead of one each; the statement it decided goes out through
+        :meth:`forward`. durability "fsync": False, nothing done."""
+        if self.durability != "write":
+            return False
+        if self._failure is not None:
+            raise self._failure
+        self.append_soon(event)
+        return True
+
+    def forward(
+        self, writer: Writer, data: bytes | bytearray, fail: Callable[[AuditUnavailable], None]
+    ) -> None:
+        if self._failure is not None and self._soon:
+            fail(self._failure)  # its record is among those that could not be written
+        elif self.durability != "write" or not (self._soon or self._waiting):
+            writer.write(data)  # nothing it could depend on is still unwritten
+        else:
+            self._waiting.append((writer, data, fail))
+
+    def flush(self) -> None:
+        if self._soon and self.durability == "write":
+            self._flush_soon()
+
+    def _release_waiting(self) -> None:
+        """The queued records are written: what waited for them goes out, in order."""
+        waiting, self._waiting = self._waiting, []
+        for writer, data, _ in waiting:
+            try:
+                writer.write(data)
+            except Exception as exc:  # its session ended meanwhile (a closed transport)
+                log.debug("a statement held for its audit record was not sent: %s", exc)
+
+    def _fail_waiting(self, exc: AuditUnavailable) -> None:
+        """The queued records could not be written: nothing that waited for them is sent."""
+        waiting, self._waiting = self._waiting, []
+        for _, _, fail in waiting:
+            try:
+                fail(exc)
+            except Exception:
+                log.exception("a session could not be ended after an audit journal failure")
+
     def _flush_soon(self) -> None:
         self._soon_scheduled = False
-        if not self._soon or self._failure is not None:
+        if not self._soon:
+            return
+        if self._failure is not None:
+            if self._waiting:
+                self._fail_waiting(self._failure)
             return
         if self.durability == "write":
             records, self._soon = self._soon, []
@@ -288,8 +369,11 @@ class FileJournal:
             except OSError as exc:
                 self._failure = self._unavailable(exc)
                 log.error("audit journal %s cannot be written: %s", self.path, exc)
+                self._fail_waiting(self._failure)
                 return
             self._after_write()
+            if self._waiting:
+                self._release_waiting()
         else:
             self._queue_soon()
 
@@ -320,10 +404,15 @@ class FileJournal:
         try:
             receipts = self._write_batch(records, do_fsync=False, hold=True)
         except OSError as exc:
-            raise self._unavailable(exc) from exc
+            err = self._unavailable(exc)
+            if self._waiting:  # their records were in this write
+                self._fail_waiting(err)
+            raise err from exc
         self._soon = []
         receipt = receipts[-1]
         self._after_write()
+        if self._waiting:
+            self._release_waiting()
         return receipt
 
     async def _background_fsync(self) -> None:
@@ -399,7 +488,10 @@ class FileJournal:
             if self._held:
                 self._held = False
                 if self._fd is not None:
-                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    try:
+                        fcntl.flock(self._fd, fcntl.LOCK_UN)
+                    except OSError as exc:  # a failing file: the next write says so, fail closed
+                        log.error("audit journal %s could not be unlocked: %s", self.path, exc)
 
     def _write_batch(
         self,

@@ -12,6 +12,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -25,7 +26,7 @@ from dbward.audit.events import (
     StatementCompleted,
     StatementDecided,
 )
-from dbward.audit.journal import AuditJournal
+from dbward.audit.journal import AuditJournal, Writer
 from dbward.domain import Principal, SessionInfo, Statement, StatementOutcome, Target
 from dbward.errors import AuditUnavailable, DbwardError
 from dbward.policy.decider import PolicyDecider
@@ -178,7 +179,9 @@ class Gate:
             }
         await self._record(SessionRejected(**base, protocol=protocol, reason=reason, error_code=error_code))
 
-    def check_cached(self, session: SessionInfo, statement: Statement) -> Ticket | None:
+    def check_cached(
+        self, session: SessionInfo, statement: Statement, *, queued: bool = False
+    ) -> Ticket | None:
         """The synchronous fast path of :meth:`check`, for engines on their hot path.
 
         Returns the ticket of a statement whose decision the policy already holds in its cache,
@@ -187,7 +190,12 @@ class Gate:
         cache miss, anything involving approvals, a journal that cannot write synchronously, or
         any doubt. It never raises for a policy problem (None sends the caller to the full
         path, which fails closed and says why); it raises :class:`AuditUnavailable` like
-        :meth:`check` when the decision cannot be recorded."""
+        :meth:`check` when the decision cannot be recorded.
+
+        With ``queued`` the record may instead join the journal's write at the end of this
+        loop iteration (one write for every statement the loop decided in it); the caller
+        then sends the statement only through :meth:`forward`, which holds it until that
+        write returned."""
         approvals = self.approvals
         if approvals is not None and approvals.executes(session):
             return None  # every statement of dbward's executor takes its request's use
@@ -204,6 +212,10 @@ class Gate:
         ticket = Ticket(id=f"{self._id_prefix}{next(self._ids):016x}", statement=statement, decision=decision)
         event = self._decided(session, statement, ticket.id, decision)
         try:
+            if queued:
+                append_queued = getattr(self.journal, "append_queued", None)
+                if append_queued is not None and append_queued(event):
+                    return ticket
             receipt = append_now(event)
         except AuditUnavailable:
             if self.fail_closed:
@@ -211,6 +223,26 @@ class Gate:
             log.warning("audit event %s lost: journal unavailable and audit.fail_closed is off", event.type)
             return ticket
         return ticket if receipt is not None else None
+
+    def forward(
+        self, writer: Writer, data: bytes | bytearray, fail: Callable[[AuditUnavailable], None]
+    ) -> None:
+        """Send ``data`` (statements decided with ``check_cached(..., queued=True)``, and any
+        other bytes for the same target after them) to ``writer`` once the decisions recorded
+        so far are written to the journal: at once, or at the end of this loop iteration. If
+        that write fails, ``fail(error)`` runs instead and ``data`` is never sent (fail
+        closed: the engine ends the session with the error)."""
+        forward = getattr(self.journal, "forward", None)
+        if forward is None:
+            writer.write(data)
+        else:
+            forward(writer, data, fail)
+
+    def flush(self) -> None:
+        """Write the queued decisions now, before bytes that bypass :meth:`forward`."""
+        flush = getattr(self.journal, "flush", None)
+        if flush is not None:
+            flush()
 
     def complete_soon(self, session: SessionInfo, ticket: Ticket, outcome: StatementOutcome) -> bool:
         """The synchronous fast path of :meth:`complete`: records the completion and returns

@@ -39,6 +39,7 @@ from dbward.domain import SessionInfo, Statement, StatementOrigin, StatementOutc
 from dbward.domain.types import EngineType
 from dbward.errors import (
     ApprovalRequired,
+    AuditUnavailable,
     AuthenticationError,
     ConnectionDenied,
     DbwardError,
@@ -960,8 +961,9 @@ class MySQLSession:
                 return False
         except (ProtocolViolation, ValueError):
             return False  # the task's path says what is wrong with it
+        gate = self.deps.gate
         try:
-            ticket = self.deps.gate.check_cached(info, statement)
+            ticket = gate.check_cached(info, statement, queued=True)
         except Exception:
             # the decision was not recorded: the task's path decides again and reports it
             return False
@@ -984,9 +986,20 @@ class MySQLSession:
         live.busy = True
         self._awaiting_command = False  # the idle watchdog waits while the statement runs
         self._fast = _FastCommand(ticket, kind, prepared, types)
-        up.writer.write(data)  # the client's packet as it came: sequence id 0
         up.pipe.attach(_FastSink(self, ResponseScanner(kind, deprecate_eof=self.deprecate_eof)))
+        # the client's packet as it came (sequence id 0), after the journal's write of this
+        # loop iteration, which carries its decision
+        gate.forward(up.writer, data, self._fast_not_sent)
         return True
+
+    def _fast_not_sent(self, exc: AuditUnavailable) -> None:
+        """The journal could not write the fast command's decision, so the command was never
+        sent: the client gets the error and the session goes on, as the command loop does."""
+        if self._fast is None:
+            return
+        self._fast_detach()
+        self._held = None
+        self._fast_end(exc)
 
     def _fast_finish(self, scanner: ResponseScanner) -> None:
         """The fast command's response is complete (its final chunk is in ``_held``)."""

@@ -972,7 +972,9 @@ class _Session:
         up = self.up_tr
         self.live.touch()
         inbound = self.front_in
+        gate = self.deps.gate
         if inbound.passing:
+            gate.flush()  # what this continues must not overtake statements held for their record
             _, data = inbound.pass_through(data, up)
             if not data:
                 return
@@ -996,6 +998,7 @@ class _Session:
                 out += buf[pos:end]
             elif t == b"X":
                 out += buf[pos:end]
+                gate.flush()  # the session ends now: the statements before it go first
                 up.write(bytes(out))
                 raise _ClientGone()
             else:
@@ -1005,7 +1008,8 @@ class _Session:
         if out:
             if not self.cancel_gate.is_set():
                 await self.cancel_gate.wait()
-            up.write(out)
+            # after the journal's write of this loop iteration, which carries their decisions
+            gate.forward(up, out, self.end_relay)
             self._set_busy()
 
     def _poison(self, exc: DbwardError, out: bytearray, *, sync: bool) -> None:
@@ -1042,7 +1046,7 @@ class _Session:
         gate = self.deps.gate
         try:
             # the gate's synchronous path first: a decision its policy holds in the cache
-            ticket = gate.check_cached(self.session, statement) if refuse is None else None
+            ticket = gate.check_cached(self.session, statement, queued=True) if refuse is None else None
             if ticket is None:
                 await _IN_TASK
                 ticket = await gate.check(self.session, statement, refuse=refuse)

@@ -333,6 +333,114 @@ async def test_a_journal_that_cannot_write_refuses_on_the_fast_path_too(tmp_path
         gate.check_cached(s, stmt("SELECT * FROM t1"))
 
 
+class Recorder:
+    """A target connection: what was sent to it, and what the journal held at that moment."""
+
+    def __init__(self, journal: FileJournal) -> None:
+        self.journal = journal
+        self.sent: list[tuple[bytes, list[str]]] = []
+
+    def write(self, data: bytes | bytearray) -> None:
+        text = self.journal.path.read_text() if self.journal.path.exists() else ""
+        ids = [
+            r["statement_id"] for r in map(json.loads, text.splitlines()) if r["type"] == "statement.decision"
+        ]
+        self.sent.append((bytes(data), ids))
+
+
+async def test_queued_decisions_share_one_write_and_their_statements_wait_for_it(tmp_path: Path) -> None:
+    """check_cached(queued=True): the decisions of one loop iteration go into the journal in
+    one write at its end, and no statement reaches its target before its record is written."""
+    import asyncio
+    import os
+
+    gate, _, _, journal = gate_for(tmp_path)
+    s = session()
+    await gate.check(s, stmt("SELECT * FROM t1 WHERE id = 0"))  # the decision is now cached
+    writes: list[int] = []
+    real_write = os.write
+
+    def counting_write(fd: int, data: bytes) -> int:
+        writes.append(len(data))
+        return real_write(fd, data)
+
+    targets = [Recorder(journal) for _ in range(3)]
+    os_write = os.write
+    os.write = counting_write  # type: ignore[assignment]
+    try:
+        tickets = []
+        for i, target in enumerate(targets):
+            ticket = gate.check_cached(s, stmt(f"SELECT * FROM t1 WHERE id = {i + 1}"), queued=True)
+            assert ticket is not None
+            tickets.append(ticket)
+            gate.forward(target, f"statement {i}".encode(), lambda exc: pytest.fail(str(exc)))
+        assert all(not t.sent for t in targets)  # held: their records are not written yet
+        assert writes == []
+        await asyncio.sleep(0)  # the loop iteration ends: one write, then the statements
+    finally:
+        os.write = os_write  # type: ignore[assignment]
+    assert len(writes) == 1
+    for i, (target, ticket) in enumerate(zip(targets, tickets, strict=True)):
+        assert target.sent == [(f"statement {i}".encode(), target.sent[0][1])]
+        assert ticket.id in target.sent[0][1]  # its decision was in the file when it was sent
+    # nothing queued any more: the next statement of a cached decision written at once goes at once
+    direct = Recorder(journal)
+    gate.forward(direct, b"now", lambda exc: pytest.fail(str(exc)))
+    assert [d for d, _ in direct.sent] == [b"now"]
+    await journal.close()
+    assert verify_lines(journal.path.read_text().splitlines()).ok
+
+
+async def test_what_follows_a_held_statement_on_any_connection_keeps_its_place(tmp_path: Path) -> None:
+    gate, _, _, journal = gate_for(tmp_path)
+    s = session()
+    await gate.check(s, stmt("SELECT * FROM t1"))
+    target = Recorder(journal)
+    assert gate.check_cached(s, stmt("SELECT * FROM t1"), queued=True) is not None
+    gate.forward(target, b"first", lambda exc: pytest.fail(str(exc)))
+    gate.forward(target, b"second", lambda exc: pytest.fail(str(exc)))  # no record of its own
+    assert target.sent == []
+    gate.flush()  # an engine writing past forward() (a COPY frame's rest) writes the queue first
+    assert [d for d, _ in target.sent] == [b"first", b"second"]
+    await journal.close()
+
+
+async def test_a_queued_decision_that_cannot_be_written_never_reaches_the_target(tmp_path: Path) -> None:
+    import asyncio
+    import os
+
+    gate, _, _, journal = gate_for(tmp_path)
+    s = session()
+    await gate.check(s, stmt("SELECT * FROM t1"))
+    assert gate.check_cached(s, stmt("SELECT * FROM t1"), queued=True) is not None
+    target = Recorder(journal)
+    failed: list[AuditUnavailable] = []
+    gate.forward(target, b"SELECT", failed.append)
+    assert journal._fd is not None
+    os.close(journal._fd)  # the file descriptor goes bad under the journal (a disk failure)
+    journal._fd = os.open(os.devnull, os.O_RDONLY)
+    await asyncio.sleep(0)
+    assert target.sent == []
+    assert len(failed) == 1 and "cannot be written" in failed[0].message
+    with pytest.raises(AuditUnavailable):  # and every later statement is refused
+        gate.check_cached(s, stmt("SELECT * FROM t1"), queued=True)
+    # bytes that wait for no record (the stand-in the engine sends for a refused statement,
+    # which the target answers with an error) still go
+    gate.forward(target, b"stand-in", lambda exc: pytest.fail(str(exc)))
+    assert [d for d, _ in target.sent] == [b"stand-in"]
+
+
+async def test_fsync_durability_never_queues(tmp_path: Path) -> None:
+    gate, _, _, journal = gate_for(tmp_path, durability="fsync")
+    s = session()
+    await gate.check(s, stmt("SELECT * FROM t1"))
+    assert gate.check_cached(s, stmt("SELECT * FROM t1"), queued=True) is None  # the group commit decides
+    target = Recorder(journal)
+    gate.forward(target, b"x", lambda exc: pytest.fail(str(exc)))  # awaited decisions: sent at once
+    assert [d for d, _ in target.sent] == [b"x"]
+    await journal.close()
+
+
 async def test_complete_soon_leaves_approved_and_schema_changes_to_complete(tmp_path: Path) -> None:
     gate, _, _, journal = gate_for(tmp_path)
     s = session()
