@@ -38,6 +38,11 @@ from dbward.workers import WorkerControl, WorkerPool, new_node_key
 
 log = logging.getLogger(__name__)
 
+#: seconds a node with one proxy process keeps the audit journal's file lock after a write:
+#: its writes of that time share one lock (a loop iteration writes once); an admin command
+#: appending to the same journal waits at most that long
+JOURNAL_LOCK_HOLD = 0.002
+
 
 def load_engines() -> None:
     """Import the engine modules so they register themselves (no work at import time elsewhere)."""
@@ -148,9 +153,9 @@ class Node:
             checkpoint_interval=settings.audit.checkpoint_interval_seconds,
             durability=settings.audit.durability,
             fsync_interval=settings.audit.fsync_interval_ms / 1000,
-            # one proxy process: the journal's file lock is kept for an event loop iteration
+            # one proxy process: the journal's file lock is kept for a few ms after a write
             # (admin commands wait that long); with workers each write takes and frees it
-            lock_per_iteration=settings.proxy.worker_count() == 1,
+            hold_lock=JOURNAL_LOCK_HOLD if settings.proxy.worker_count() == 1 else 0.0,
         )
         return cls(settings=settings, store=store, journal=journal, name=name)
 

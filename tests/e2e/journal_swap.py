@@ -26,9 +26,7 @@ class CountingJournal(FileJournal):
 
 
 def file_journal(node: RunningNode, path: Path) -> CountingJournal:
-    journal = CountingJournal(
-        path, fsync=False, durability="write", node="test-node", lock_per_iteration=True
-    )
+    journal = CountingJournal(path, fsync=False, durability="write", node="test-node", hold_lock=0.002)
     node.node.gate.journal = journal
     return journal
 

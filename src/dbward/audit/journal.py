@@ -187,7 +187,7 @@ class FileJournal:
         checkpoint_interval: float = 10.0,
         durability: str = "fsync",
         fsync_interval: float = 0.005,
-        lock_per_iteration: bool = False,
+        hold_lock: float = 0.0,
     ) -> None:
         if durability not in ("fsync", "write"):
             raise ValueError("durability must be 'fsync' or 'write'")
@@ -218,13 +218,14 @@ class FileJournal:
         #: one writer at a time within this process (the file lock is per open file, so it
         #: does not keep this process's threads apart)
         self._mutex = threading.Lock()
-        #: the file lock is held until the event loop's current iteration ends (see _unlock)
+        #: the file lock is held after a write of the event loop's (see _unlock)
         self._held = False
-        #: whether the event loop's writes keep the file lock to the end of the iteration:
-        #: for a journal one process writes nearly alone (one proxy process; admin commands
-        #: wait at most that long). Worker processes sharing a journal would take turns by
-        #: whole iterations, so they take and free it per write.
-        self.lock_per_iteration = lock_per_iteration
+        #: how long (seconds) the event loop keeps the file lock after one of its writes, so
+        #: that the writes of that time share one lock, stat and unlock: for a journal one
+        #: process writes nearly alone (one proxy process; an admin command appending waits
+        #: at most that long). 0: taken and freed per write, as worker processes sharing a
+        #: journal do (holding it, they would take turns by whole periods).
+        self.hold_lock = hold_lock
         #: called (in the event loop) after each batch is durable; the dispatcher's wake-up
         self.on_durable: Callable[[], None] | None = None
 
@@ -465,21 +466,21 @@ class FileJournal:
             self._sync_state()  # another process appended since our last write
 
     def _unlock(self, hold: bool) -> None:
-        """Release the file lock; with ``hold``, in the event loop's thread, only when the
-        loop's current iteration ends. The sessions served in one iteration then share one
-        lock, stat and unlock instead of paying three system calls each; other processes
-        wait at most for the rest of that iteration."""
+        """Release the file lock; with ``hold``, in the event loop's thread, only
+        ``hold_lock`` seconds later. The writes of that time (every loop iteration writes
+        once) then share one lock, stat and unlock instead of paying three system calls
+        each; other processes wait at most that long."""
         assert self._fd is not None
         if self._held:
             return
-        if hold and self.lock_per_iteration:
+        if hold and self.hold_lock > 0:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 loop = None
             if loop is not None:
                 self._held = True
-                loop.call_soon(self._release)
+                loop.call_later(self.hold_lock, self._release)
                 return
         fcntl.flock(self._fd, fcntl.LOCK_UN)
 

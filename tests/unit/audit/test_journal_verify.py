@@ -255,19 +255,18 @@ async def test_writers_sharing_a_journal_resync_after_each_other_even_past_long_
     assert [i for i in ids if i is not None] == [str(i) for i in range(20)]
 
 
-async def test_one_process_keeps_the_file_lock_for_an_iteration_and_other_writers_follow(
+async def test_one_process_keeps_the_file_lock_for_a_while_and_other_writers_follow(
     tmp_path: Path, key: Ed25519PrivateKey
 ) -> None:
-    """lock_per_iteration (one proxy process): the appends of one event loop iteration share
-    one lock; another writer (an admin command) gets the lock when the iteration ends, and
-    its records and the node's form one chain."""
+    """hold_lock (one proxy process): the appends of the next ``hold_lock`` seconds, over any
+    number of loop iterations, share one lock; another writer (an admin command) gets the
+    lock when that time is over, and its records and the node's form one chain."""
     import fcntl
     import os
+    import threading
 
     path = tmp_path / "journal.jsonl"
-    node = FileJournal(
-        path, fsync=False, signer=Signer(key), node="n", durability="write", lock_per_iteration=True
-    )
+    node = FileJournal(path, fsync=False, signer=Signer(key), node="n", durability="write", hold_lock=0.05)
     admin = FileJournal(path, fsync=False, signer=Signer(key), node="admin", durability="write")
 
     def locked_elsewhere() -> bool:
@@ -283,14 +282,32 @@ async def test_one_process_keeps_the_file_lock_for_an_iteration_and_other_writer
     for round_ in range(3):
         for i in range(4):
             assert node.append_now(_event(round_ * 10 + i)) is not None
-            assert locked_elsewhere()  # held to the end of this iteration
-        await asyncio.sleep(0)  # the iteration ends: the lock is freed
-        assert not locked_elsewhere()
-        assert admin.append_now(_event(100 + round_)) is not None  # takes and frees it per write
-        assert not locked_elsewhere()
+            assert locked_elsewhere()  # held across iterations
+            await asyncio.sleep(0)
+        if round_ < 2:
+            await asyncio.sleep(0.2)  # the time is over: the lock is freed
+            assert not locked_elsewhere()
+            assert admin.append_now(_event(100 + round_)) is not None  # takes and frees it per write
+            assert not locked_elsewhere()
+        else:
+            # an admin command appending meanwhile waits for the node's lock, then follows
+            done = threading.Event()
+
+            def admin_appends(done: threading.Event = done) -> None:
+                admin.append_now(_event(102))
+                done.set()
+
+            t = threading.Thread(target=admin_appends)
+            t.start()
+            assert not done.wait(0.01)  # blocked while the node holds the lock
+            for _ in range(50):  # the loop runs on; its timer frees the lock
+                await asyncio.sleep(0.01)
+                if done.is_set():
+                    break
+            t.join(5)
+            assert done.is_set()
     node.append_soon(_event(999))
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.2)
     assert not locked_elsewhere()
     await node.close()
     await admin.close()
