@@ -126,6 +126,8 @@ class MemoryJournal:
         self.chain = chain
         self.records: list[dict[str, Any]] = []
         self._prev = GENESIS
+        self._waiting: list[tuple[Writer, bytes | bytearray]] = []
+        self._release_scheduled = False
 
     @property
     def events(self) -> list[dict[str, Any]]:
@@ -144,6 +146,33 @@ class MemoryJournal:
         rec = {"chain": self.chain, "seq": len(self.records) + 1, "prev": self._prev, **event.to_dict()}
         self._prev = record_hash(canonical(rec))
         self.records.append(rec)
+
+    # Queued decisions as FileJournal has them: the record is kept at once, but what waits
+    # for it (forward) goes out only at the end of the loop iteration, so that the engines'
+    # held writes run in every test as they do in a node.
+    def append_queued(self, event: AuditEvent) -> bool:
+        self.append_now(event)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        return True
+
+    def forward(
+        self, writer: Writer, data: bytes | bytearray, fail: Callable[[AuditUnavailable], None]
+    ) -> None:
+        if self._release_scheduled or self._waiting:
+            self._waiting.append((writer, data))
+        else:
+            writer.write(data)
+
+    def flush(self) -> None:
+        self._release_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        for writer, data in waiting:
+            try:
+                writer.write(data)
+            except Exception as exc:  # its session ended meanwhile (a closed transport)
+                log.debug("a statement held for its audit record was not sent: %s", exc)
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["type"] == type_]
