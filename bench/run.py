@@ -2,9 +2,11 @@
 
 PostgreSQL: pgbench (select-only and ``SELECT 1``, simple and prepared, 1/8/32 clients)
 through direct, pgbouncer (session pooling) and dbward. MariaDB: sysbench oltp_point_select
-and oltp_read_only (1/8/32 threads) through direct, socat and dbward. Streaming: a
+and oltp_read_only (1/8/32 threads) through direct, socat and dbward. Both suites also run
+through ``bench/pyrelay.py``, a bare relay in Python (uvloop Protocols, as dbward's engines),
+which shows what the language costs apart from dbward's work. Streaming: a
 1,000,000-row (~100 MB) result through psql and the mariadb client: direct, dbward, and
-dbward masking one column (once masking is wired). Setups alternate within each cell and
+dbward masking one column. Setups alternate within each cell and
 every cell is repeated (``--repeat``, at least 3). CPU time per statement comes from each
 relay process's own CPU counters (/proc/PID/stat, children included).
 
@@ -42,7 +44,16 @@ USER, PASSWORD = "bench", "bench-password-1"
 MASKED_USER = "bench_masked"  # the same grants, with one column of the stream masked
 UPSTREAM_USER, UPSTREAM_PASSWORD = "dbward_bench", "bench-upstream-1"
 PG_DB, MY_DB = "dbward_bench", "sbtest"
-PORTS = {"dbward-pg": 16432, "dbward-my": 13307, "pgbouncer": 16433, "socat": 13308}
+PORTS = {
+    "dbward-pg": 16432,
+    "dbward-my": 13307,
+    "pgbouncer": 16433,
+    "socat": 13308,
+    "python-relay-pg": 16434,
+    "python-relay-my": 13309,
+}
+#: the reference relays of each suite: a C one, then bench/pyrelay.py (Python, nothing but bytes)
+RELAY_PROCS = {"python-relay": {"postgres": "python-relay-pg", "mariadb": "python-relay-my"}}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -319,6 +330,18 @@ def start_socat(work: Path) -> Proc:
     return Proc("socat", p, log)
 
 
+def start_pyrelay(work: Path, name: str, target: int) -> Proc:
+    """bench/pyrelay.py: a bare uvloop relay, what Python alone costs (no governance)."""
+    log = work / f"{name}.log"
+    p = subprocess.Popen(
+        [str(BIN / "python"), str(ROOT / "bench" / "pyrelay.py"), str(PORTS[name]), str(target)],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_port(PORTS[name])
+    return Proc(name, p, log)
+
+
 # --------------------------------------------------------------------------- workloads
 @dataclass
 class Sample:
@@ -351,6 +374,8 @@ def pg_target(setup: str) -> tuple[int, str, dict[str, str]]:
         return PG[1], "postgres", plain
     if setup == "pgbouncer":
         return PORTS["pgbouncer"], "postgres", plain
+    if setup == "python-relay":
+        return PORTS["python-relay-pg"], "postgres", plain
     user = MASKED_USER if setup == "dbward-masked" else USER
     return PORTS["dbward-pg"], user, {"PGPASSWORD": PASSWORD, **plain}
 
@@ -400,7 +425,8 @@ def run_sysbench(test: str, threads: int, setup: str, duration: int, rows: int) 
         port, password = PORTS["dbward-my"], PASSWORD
         user = MASKED_USER if setup == "dbward-masked" else USER
     else:
-        port, user, password = (MY[1] if setup == "direct" else PORTS["socat"]), "root", ""
+        port = {"direct": MY[1], "socat": PORTS["socat"], "python-relay": PORTS["python-relay-my"]}[setup]
+        user, password = "root", ""
     cmd = [
         *sysbench_base(test, port, user, password, threads, rows),
         f"--time={duration}",
@@ -612,6 +638,9 @@ def relays(work: Path, want: set[str], workers: int = 1) -> Iterator[dict[str, P
             procs["pgbouncer"] = start_pgbouncer(work)
         if "socat" in want:
             procs["socat"] = start_socat(work)
+        if "python-relay" in want:
+            procs["python-relay-pg"] = start_pyrelay(work, "python-relay-pg", PG[1])
+            procs["python-relay-my"] = start_pyrelay(work, "python-relay-my", MY[1])
         yield procs
     finally:
         for p in procs.values():
@@ -651,16 +680,16 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dbward-bench-") as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
-        with relays(work, {"dbward", "pgbouncer", "socat"}, args.workers) as procs:
+        with relays(work, {"dbward", "pgbouncer", "socat", "python-relay"}, args.workers) as procs:
             if "pg" in suites:
                 for workload in ("select-only", "select-1"):
                     for mode in ("simple", "prepared"):
                         for c in clients:
                             for rep in range(args.repeat):
-                                order = ["direct", "pgbouncer", "dbward"]
-                                order = order[rep % 3 :] + order[: rep % 3]
+                                order = ["direct", "pgbouncer", "python-relay", "dbward"]
+                                order = order[rep % 4 :] + order[: rep % 4]
                                 for setup in order:
-                                    relay = procs.get(setup)
+                                    relay = procs.get(RELAY_PROCS.get(setup, {}).get("postgres", setup))
                                     cpu0 = cpu_seconds(relay.pid) if relay else None
                                     try:
                                         n, tps, errs = run_pgbench(
@@ -694,10 +723,10 @@ def main() -> int:
                 for test in ("oltp_point_select", "oltp_read_only"):
                     for c in clients:
                         for rep in range(args.repeat):
-                            order = ["direct", "socat", "dbward"]
-                            order = order[rep % 3 :] + order[: rep % 3]
+                            order = ["direct", "socat", "python-relay", "dbward"]
+                            order = order[rep % 4 :] + order[: rep % 4]
                             for setup in order:
-                                relay = procs.get(setup)
+                                relay = procs.get(RELAY_PROCS.get(setup, {}).get("mariadb", setup))
                                 cpu0 = cpu_seconds(relay.pid) if relay else None
                                 try:
                                     n, qps, errs = run_sysbench(test, c, setup, args.duration, 10000)
