@@ -51,7 +51,9 @@ __all__ = [
     "AuditReceipt",
     "FileJournal",
     "MemoryJournal",
+    "QueuedAuditJournal",
     "SyncAuditJournal",
+    "Writer",
     "iter_records",
 ]
 
@@ -119,6 +121,14 @@ class QueuedAuditJournal(SyncAuditJournal, Protocol):
         ...
 
 
+def _send_held(writer: Writer, data: bytes | bytearray) -> None:
+    """Send a statement held for its audit record, now that the record is written."""
+    try:
+        writer.write(data)
+    except Exception as exc:  # its session ended meanwhile (a closed transport)
+        log.debug("a statement held for its audit record was not sent: %s", exc)
+
+
 class MemoryJournal:
     """A journal kept in memory, hash chain included; for tests and the gate benchmark."""
 
@@ -169,10 +179,7 @@ class MemoryJournal:
         self._release_scheduled = False
         waiting, self._waiting = self._waiting, []
         for writer, data in waiting:
-            try:
-                writer.write(data)
-            except Exception as exc:  # its session ended meanwhile (a closed transport)
-                log.debug("a statement held for its audit record was not sent: %s", exc)
+            _send_held(writer, data)
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["type"] == type_]
@@ -370,10 +377,7 @@ class FileJournal:
         """The queued records are written: what waited for them goes out, in order."""
         waiting, self._waiting = self._waiting, []
         for writer, data, _ in waiting:
-            try:
-                writer.write(data)
-            except Exception as exc:  # its session ended meanwhile (a closed transport)
-                log.debug("a statement held for its audit record was not sent: %s", exc)
+            _send_held(writer, data)
 
     def _fail_waiting(self, exc: AuditUnavailable) -> None:
         """The queued records could not be written: nothing that waited for them is sent."""
