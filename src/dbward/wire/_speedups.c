@@ -80,6 +80,21 @@ all_ascii(const unsigned char *v, Py_ssize_t length)
     return 1;
 }
 
+/* [start, end) of the caller's positions kept inside the buffer and non-negative, start <= end */
+static void
+clamp_range(Py_ssize_t *start, Py_ssize_t *end, Py_ssize_t len)
+{
+    if (*end > len) {
+        *end = len;
+    }
+    if (*start < 0) {
+        *start = 0;
+    }
+    if (*start > *end) {
+        *start = *end;
+    }
+}
+
 /* The arguments both span loops share: the masked column, the mask and the separators it
  * keeps (marked in is_sep). Returns 0, with a ValueError set, when they are out of range. */
 static int
@@ -195,15 +210,7 @@ mask_span_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     const unsigned char *b = (const unsigned char *)view.buf;
-    if (end > view.len) {
-        end = view.len;
-    }
-    if (start < 0) {
-        start = 0;
-    }
-    if (start > end) {
-        start = end;
-    }
+    clamp_range(&start, &end, view.len);
     Py_ssize_t p = start;
     Py_ssize_t taken = 0;
     /* first pass: how far the rows this loop can mask go */
@@ -319,15 +326,7 @@ mysql_mask_span_rows(PyObject *self, PyObject *args)
         return NULL;
     }
     const unsigned char *b = (const unsigned char *)view.buf;
-    if (n > view.len) {
-        n = view.len;
-    }
-    if (pos < 0) {
-        pos = 0;
-    }
-    if (pos > n) {
-        pos = n;
-    }
+    clamp_range(&pos, &n, view.len);
     const Py_ssize_t start = pos;
     Py_ssize_t rows = 0;
     /* first pass: how far the rows this loop can mask go */
