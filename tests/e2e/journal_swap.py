@@ -1,5 +1,6 @@
-"""A file journal for a test node's gate (the in-process node records into memory, which has
-no queued writes): what ``dbward up`` runs, to test the engines' queued decisions."""
+"""A file journal for a test node's gate (the in-process node records into memory, which
+never fails to write): what ``dbward up`` runs, to test the engines' queued decisions and
+what happens when their write fails."""
 
 from __future__ import annotations
 

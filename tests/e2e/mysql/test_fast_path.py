@@ -19,18 +19,23 @@ from tests.e2e.mysql.conftest import completions, decisions
 from tests.e2e.mysql.test_lifecycle import connect, start_long_query, upstream_queries, wait_until
 
 
+def count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """How many times the engine's own ``MySQLSession.<method>`` ran (a counter around it)."""
+    count = [0]
+    inner = getattr(MySQLSession, method)
+
+    def counted(self: MySQLSession, *args: Any) -> None:
+        count[0] += 1
+        inner(self, *args)
+
+    monkeypatch.setattr(MySQLSession, method, counted)
+    return count
+
+
 @pytest.fixture
 def fast_count(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many commands the fast path finished (a counter around the engine's own method)."""
-    count = [0]
-    inner = MySQLSession._fast_finish
-
-    def counted(self: MySQLSession, scanner: Any) -> None:
-        count[0] += 1
-        inner(self, scanner)
-
-    monkeypatch.setattr(MySQLSession, "_fast_finish", counted)
-    return count
+    """How many commands the fast path finished."""
+    return count_calls(monkeypatch, "_fast_finish")
 
 
 def _events_of(node: RunningNode, sql: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

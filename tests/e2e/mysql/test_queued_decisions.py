@@ -6,29 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pymysql
 import pytest
 
-from dbward.errors import AuditUnavailable
-from dbward.proxy.mysql import MySQLSession
 from tests.conftest import RunningNode, mysql_root
-from tests.e2e.journal_swap import CountingJournal, break_journal, file_journal, records
+from tests.e2e.journal_swap import CountingJournal, break_journal, records
+from tests.e2e.mysql.test_fast_path import count_calls
 from tests.e2e.mysql.test_lifecycle import connect
 
 
-@pytest.fixture
-async def journal(dbward_node: RunningNode, tmp_path: Path) -> AsyncIterator[CountingJournal]:
-    j = file_journal(dbward_node, tmp_path / "journal.jsonl")
-    yield j
-    j._failure = None
-    await j.close()
-
-
 async def test_concurrent_sessions_are_answered_and_audited_in_order(
-    dbward_node: RunningNode, maria_port: int, journal: CountingJournal
+    dbward_node: RunningNode, maria_port: int, queued_journal: CountingJournal
 ) -> None:
     def client(c: int) -> list[int]:
         conn = connect(maria_port)
@@ -42,9 +31,9 @@ async def test_concurrent_sessions_are_answered_and_audited_in_order(
 
     results = await asyncio.gather(*(asyncio.to_thread(client, c) for c in range(6)))
     assert results == [[c * 100 + i for i in range(30)] for c in range(6)]
-    assert journal.queued > 150  # all but the first statements of each session, about
-    await journal.close()
-    recs = records(journal)
+    assert queued_journal.queued > 150  # all but the first statements of each session, about
+    await queued_journal.close()
+    recs = records(queued_journal)
     for c in range(6):
         for i in range(30):
             mine = [
@@ -62,37 +51,33 @@ async def test_concurrent_sessions_are_answered_and_audited_in_order(
 
 
 async def test_a_command_whose_decision_cannot_be_written_never_runs(
-    dbward_node: RunningNode, maria_port: int, journal: CountingJournal, monkeypatch: pytest.MonkeyPatch
+    dbward_node: RunningNode,
+    maria_port: int,
+    queued_journal: CountingJournal,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = mysql_root()
     with root.cursor() as cur:
         cur.execute("DROP TABLE IF EXISTS dbward_test.queued_probe")
         cur.execute("CREATE TABLE dbward_test.queued_probe (a int)")
 
-    def go() -> tuple[int, str, int]:
+    def go() -> tuple[int, str]:
         conn = connect(maria_port, database="dbward_test")
         try:
             with conn.cursor() as cur:
                 for a in (1, 2):  # decided by the full path, then from the cache (queued)
                     cur.execute(f"INSERT INTO queued_probe VALUES ({a})")
                 time.sleep(0.2)  # the completion of the last one is written meanwhile
-                break_journal(journal)
+                break_journal(queued_journal)
                 with pytest.raises(pymysql.err.MySQLError) as exc:
                     cur.execute("INSERT INTO queued_probe VALUES (3)")
                 conn.ping(reconnect=False)  # the session goes on (its statements are refused)
-                return exc.value.args[0], exc.value.args[1], 0
+                return exc.value.args[0], exc.value.args[1]
         finally:
             conn.close()
 
-    not_sent = [0]
-    inner = MySQLSession._fast_not_sent
-
-    def counted(self: MySQLSession, exc: AuditUnavailable) -> None:
-        not_sent[0] += 1
-        inner(self, exc)
-
-    monkeypatch.setattr(MySQLSession, "_fast_not_sent", counted)
-    errno, message, _ = await asyncio.to_thread(go)
+    not_sent = count_calls(monkeypatch, "_fast_not_sent")
+    errno, message = await asyncio.to_thread(go)
     assert not_sent[0] == 1  # the fast path held it, and dropped it when the write failed
     assert errno == 1105
     assert "audit journal" in message and "audit.fail_closed" in message

@@ -5,27 +5,17 @@ fails, the statement never reaches PostgreSQL and the client is told why."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import RunningNode, pg_dsn
-from tests.e2e.journal_swap import CountingJournal, break_journal, file_journal, records
+from tests.e2e.journal_swap import CountingJournal, break_journal, records
 from tests.e2e.postgres.conftest import dsn
 
 
-@pytest.fixture
-async def journal(dbward_node: RunningNode, tmp_path: Path) -> AsyncIterator[CountingJournal]:
-    j = file_journal(dbward_node, tmp_path / "journal.jsonl")
-    yield j
-    j._failure = None
-    await j.close()
-
-
 async def test_concurrent_sessions_are_answered_and_audited_in_order(
-    dbward_node: RunningNode, journal: CountingJournal
+    dbward_node: RunningNode, queued_journal: CountingJournal
 ) -> None:
     port = await dbward_node.listen("pg")
 
@@ -40,9 +30,9 @@ async def test_concurrent_sessions_are_answered_and_audited_in_order(
 
     results = await asyncio.gather(*(client(c) for c in range(6)))
     assert results == [[c * 100 + i for i in range(30)] for c in range(6)]
-    assert journal.queued > 150  # all but the first statements of each session, about
-    await journal.close()
-    recs = records(journal)
+    assert queued_journal.queued > 150  # all but the first statements of each session, about
+    await queued_journal.close()
+    recs = records(queued_journal)
     decided = {r["statement_id"]: r for r in recs if r["type"] == "statement.decision"}
     done = [r for r in recs if r["type"] == "statement.complete"]
     for c in range(6):
@@ -54,7 +44,7 @@ async def test_concurrent_sessions_are_answered_and_audited_in_order(
 
 
 async def test_a_statement_whose_decision_cannot_be_written_never_runs(
-    dbward_node: RunningNode, journal: CountingJournal
+    dbward_node: RunningNode, queued_journal: CountingJournal
 ) -> None:
     port = await dbward_node.listen("pg")
     async with await psycopg.AsyncConnection.connect(pg_dsn("dbward_test"), autocommit=True) as direct:
@@ -66,11 +56,11 @@ async def test_a_statement_whose_decision_cannot_be_written_never_runs(
         for a in (1, 2):  # decided by the full path, then from the cache (queued)
             await conn.execute(f"INSERT INTO queued_probe VALUES ({a})")
         await asyncio.sleep(0.1)  # the completion of the last one is written meanwhile
-        queued = journal.queued
-        break_journal(journal)
+        queued = queued_journal.queued
+        break_journal(queued_journal)
         with pytest.raises(psycopg.Error) as exc:
             await conn.execute("INSERT INTO queued_probe VALUES (3)")
-        assert journal.queued == queued + 1  # it was held for the write that failed
+        assert queued_journal.queued == queued + 1  # it was held for the write that failed
         assert exc.value.sqlstate == "58030"
         assert "audit journal" in str(exc.value) and "audit.fail_closed" in str(exc.value)
     finally:
