@@ -5,14 +5,14 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py src/dbward/wire/_speedups.c | sha1sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py src/dbward/wire/_speedups.c src/dbward/audit/_syncer.c | sha1sum | cut -c1-12)
 DATA   ?= .dbward
 
 .PHONY: up test install services test-tools lint typecheck pytest bench demo clean docs
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml setup.py src/dbward/wire/_speedups.c
+$(STAMP): pyproject.toml setup.py src/dbward/wire/_speedups.c src/dbward/audit/_syncer.c
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "dbward needs Python 3.11 or newer; found " + sys.version.split()[0])'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -45,6 +45,16 @@ from dbward.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
+try:  # the background fsync in a thread of its own that never takes the GIL (_syncer.c)
+    from dbward.audit._syncer import Syncer
+except ImportError:  # not built: an fsync in a worker thread of the event loop instead
+    Syncer = None  # type: ignore[assignment,misc]
+
+
+def c_syncer_built() -> bool:
+    """Whether the journal fsyncs in the background through the C thread (``_syncer.c``)."""
+    return Syncer is not None
+
 __all__ = [
     "GENESIS",
     "AuditJournal",
@@ -232,6 +242,8 @@ class FileJournal:
         self.durability = durability
         self.fsync_interval = fsync_interval
         self._fsync_task: asyncio.Task[None] | None = None
+        #: durability "write" with fsync: the C syncer when built (see _after_write)
+        self._syncer: Syncer | None = None
         self._failure: AuditUnavailable | None = None
         self.signer = signer
         self.node = node
@@ -275,6 +287,8 @@ class FileJournal:
             self._sync_state(repair=True)
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
+        if self.fsync and self.durability == "write" and Syncer is not None and self._syncer is None:
+            self._syncer = Syncer(self._fd, self.fsync_interval)
 
     def _sync_state(self, *, repair: bool = False) -> None:
         """Read the chain state from the file's last complete line (under the lock)."""
@@ -308,8 +322,9 @@ class FileJournal:
     async def append(self, event: AuditEvent) -> AuditReceipt:
         if self._fd is None:
             self.open()
-        if self._failure is not None:
-            raise self._failure
+        failure = self._failure or self._sync_failure()
+        if failure is not None:
+            raise failure
         if self.durability == "write":
             return self._append_written(event)
         loop = asyncio.get_running_loop()
@@ -332,8 +347,9 @@ class FileJournal:
             return None
         if self._fd is None:
             self.open()
-        if self._failure is not None:
-            raise self._failure
+        failure = self._failure or self._sync_failure()
+        if failure is not None:
+            raise failure
         return self._append_written(event)
 
     def append_soon(self, event: AuditEvent) -> None:
@@ -354,8 +370,9 @@ class FileJournal:
         :meth:`forward`. durability "fsync": False, nothing done."""
         if self.durability != "write":
             return False
-        if self._failure is not None:
-            raise self._failure
+        failure = self._failure or self._sync_failure()
+        if failure is not None:
+            raise failure
         self.append_soon(event)
         return True
 
@@ -392,9 +409,10 @@ class FileJournal:
         self._soon_scheduled = False
         if not self._soon:
             return
-        if self._failure is not None:
+        failure = self._failure or self._sync_failure()
+        if failure is not None:
             if self._waiting:
-                self._fail_waiting(self._failure)
+                self._fail_waiting(failure)
             return
         if self.durability == "write":
             records, self._soon = self._soon, []
@@ -423,7 +441,11 @@ class FileJournal:
             self._writer = asyncio.create_task(self._flush(), name="audit-journal-writer")
 
     def _after_write(self) -> None:
-        if self.fsync and (self._fsync_task is None or self._fsync_task.done()):
+        if self._syncer is not None:
+            # its thread fsyncs within fsync_interval, without the GIL; a failure is read
+            # back by _sync_failure before the next record
+            self._syncer.note_write()
+        elif self.fsync and (self._fsync_task is None or self._fsync_task.done()):
             self._fsync_task = asyncio.create_task(self._background_fsync(), name="audit-journal-fsync")
         if self.on_durable is not None:
             self.on_durable()
@@ -448,6 +470,18 @@ class FileJournal:
         if self._waiting:
             self._release_waiting()
         return receipt
+
+    def _sync_failure(self) -> AuditUnavailable | None:
+        """The error of the syncer's thread when it failed to fsync the journal: then it is
+        ``_failure`` from now on (fail closed, as after a failed background fsync below)."""
+        syncer = self._syncer
+        if syncer is None or not syncer.error:
+            return None
+        if self._failure is None:
+            exc = OSError(syncer.error, os.strerror(syncer.error))
+            self._failure = self._unavailable(exc)
+            log.error("audit journal %s cannot be synced to disk: %s", self.path, exc)
+        return self._failure
 
     async def _background_fsync(self) -> None:
         await asyncio.sleep(self.fsync_interval)
@@ -619,6 +653,13 @@ class FileJournal:
             await asyncio.shield(self._writer)
         if self._fsync_task is not None:
             await asyncio.shield(self._fsync_task)
+        if self._syncer is not None:
+            syncer, self._syncer = self._syncer, None
+            await asyncio.to_thread(syncer.close)  # syncs what is unsynced, then ends
+            if syncer.error:
+                log.error(
+                    "audit journal %s cannot be synced to disk: %s", self.path, os.strerror(syncer.error)
+                )
         if self._fd is not None:
             if self.signer is not None and self._since_checkpoint > 0:
                 try:

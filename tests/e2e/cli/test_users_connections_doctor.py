@@ -146,6 +146,7 @@ def test_doctor_passes_on_a_good_installation(cli: Cli, initialised: Initialised
         "encryption key",
         "audit signing key",
         "relay accelerator",
+        "journal syncer",
         "store",
         "connection maria",
     ):
