@@ -55,6 +55,7 @@ def c_syncer_built() -> bool:
     """Whether the journal fsyncs in the background through the C thread (``_syncer.c``)."""
     return Syncer is not None
 
+
 __all__ = [
     "GENESIS",
     "AuditJournal",
