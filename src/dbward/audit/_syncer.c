@@ -24,6 +24,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,7 +84,10 @@ static void *syncer_run(void *arg) {
         }
         w = atomic_load(&s->writes);
         pthread_mutex_unlock(&s->mu);
-        int rc = fsync(s->fd);
+        int rc;
+        do {
+            rc = fsync(s->fd);
+        } while (rc != 0 && errno == EINTR);
         int err = rc == 0 ? 0 : errno;
         pthread_mutex_lock(&s->mu);
         atomic_fetch_add(&s->syncs, 1);
@@ -142,7 +146,13 @@ static int Syncer_init(Syncer *self, PyObject *args, PyObject *kwds) {
         PyErr_SetFromErrno(PyExc_OSError);
         return -1;
     }
+    /* The thread starts with every signal blocked: signals are the main thread's business
+     * (Python runs its handlers there), and none may interrupt an fsync. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     rc = pthread_create(&self->thread, NULL, syncer_run, self);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         close(self->fd);
         self->fd = -1;
