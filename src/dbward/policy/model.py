@@ -120,7 +120,10 @@ class Decision:
 
     @property
     def message(self) -> str:
-        return " ".join(self.reasons)
+        """The reasons as one text for the client: each ends its sentence before the next
+        starts (a reason is written without a final full stop)."""
+        *first, last = self.reasons or ("",)
+        return " ".join([*(r if r.endswith((".", "!", "?")) else f"{r}." for r in first), last])
 
     @classmethod
     def allow(cls, reason: str, *rule_ids: str, **kw: Any) -> Decision:
