@@ -8,7 +8,9 @@ which shows what the language costs apart from dbward's work. Streaming: a
 1,000,000-row (~100 MB) result through psql and the mariadb client: direct, dbward, and
 dbward masking one column. Setups alternate within each cell and
 every cell is repeated (``--repeat``, at least 3). CPU time per statement comes from each
-relay process's own CPU counters (/proc/PID/stat, children included).
+relay process's own CPU counters (/proc/PID/stat, children included); for dbward it is also
+split by part (its event loop, its other threads, worker processes, the audit shipper), thread
+by thread, so that where the time goes is measured in every run.
 
 Writes ``bench/results/<timestamp>.json`` and a Markdown report (also printed). No pass/fail:
 the numbers are reported; people judge. Run with ``make bench`` (``make bench ARGS=--quick``).
@@ -82,6 +84,68 @@ def cpu_seconds(pid: int) -> float:
             continue  # a child that just exited
         total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
     return total
+
+
+#: dbward's parts, in the order the report shows them (see cpu_parts)
+PARTS = ("proxy loop", "proxy threads", "workers", "shipper loop", "shipper threads")
+
+
+def cpu_parts(pid: int) -> dict[str, float]:
+    """CPU seconds of dbward's parts, thread by thread (/proc/PID/task/TID/stat): the proxy's
+    event loop (its main thread), its other threads (the journal's fsync thread, the store's
+    threads), worker processes (``proxy.workers`` above 1), and the audit shipper's event loop
+    and threads (its SQLite thread). A thread that has ended is no longer counted here, so the
+    parts may add up to a little less than :func:`cpu_seconds`."""
+    parts = dict.fromkeys(PARTS, 0.0)
+    for p in [pid, *_children(pid)]:
+        try:
+            cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
+            tasks = list(Path(f"/proc/{p}/task").iterdir())
+        except OSError:
+            continue  # a child that just exited
+        shipper = b"dbward.audit.ship" in cmdline
+        for task in tasks:
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            main = task.name == str(p)
+            if shipper:
+                part = "shipper loop" if main else "shipper threads"
+            elif p != pid:
+                part = "workers"
+            else:
+                part = "proxy loop" if main else "proxy threads"
+            parts[part] += seconds
+    return parts
+
+
+@dataclass
+class CpuMark:
+    """A relay's CPU counters at one moment (for dbward, also by part)."""
+
+    total: float
+    parts: dict[str, float] | None
+
+
+def cpu_mark(relay: Proc | None) -> CpuMark | None:
+    if relay is None:
+        return None
+    return CpuMark(cpu_seconds(relay.pid), cpu_parts(relay.pid) if relay.name == "dbward" else None)
+
+
+def cpu_per_statement(
+    relay: Proc | None, before: CpuMark | None, n: int
+) -> tuple[float | None, dict[str, float] | None]:
+    """(CPU us per statement over a run, and by part for dbward) from the mark taken before it."""
+    after = cpu_mark(relay)
+    if after is None or before is None or not n:
+        return None, None
+    parts = None
+    if after.parts is not None and before.parts is not None:
+        parts = {k: round((after.parts[k] - before.parts[k]) * 1e6 / n, 1) for k in PARTS}
+    return (after.total - before.total) * 1e6 / n, parts
 
 
 def _children(pid: int) -> list[int]:
@@ -355,6 +419,8 @@ class Sample:
     seconds: float
     cpu_us_per_statement: float | None = None
     errors: int = 0
+    #: dbward only: CPU us per statement of each of its parts (see cpu_parts)
+    cpu_parts_us: dict[str, float] | None = None
 
 
 @dataclass
@@ -580,6 +646,24 @@ def median_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def parts_table(report: Report) -> str:
+    """Medians of dbward's CPU per statement by part, per cell ('' when none was measured)."""
+    cells: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    for smp in report.samples:
+        if smp.cpu_parts_us is not None:
+            cells.setdefault((smp.suite, smp.workload, smp.clients), []).append(smp.cpu_parts_us)
+    if not cells:
+        return ""
+    lines = [
+        "| suite | workload | clients | " + " | ".join(PARTS) + " |",
+        "|---|---|---|" + "---|" * len(PARTS),
+    ]
+    for (suite, workload, clients), runs in cells.items():
+        medians = " | ".join(f"{statistics.median(r[k] for r in runs):.1f}" for k in PARTS)
+        lines.append(f"| {suite} | {workload} | {clients} | {medians} |")
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -617,6 +701,15 @@ def markdown(report: Report) -> str:
         median_table(report),
         "",
     ]
+    parts = parts_table(report)
+    if parts:
+        out += [
+            "**dbward's CPU us/stmt by part** (medians; thread by thread, so a thread that ended "
+            "during a run is missing: the parts may add up to a little less than the total above)",
+            "",
+            parts,
+            "",
+        ]
     for key, value in report.extra.items():
         if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
             cols = list(value[0])
@@ -690,7 +783,7 @@ def main() -> int:
                                 order = order[rep % 4 :] + order[: rep % 4]
                                 for setup in order:
                                     relay = procs.get(RELAY_PROCS.get(setup, {}).get("postgres", setup))
-                                    cpu0 = cpu_seconds(relay.pid) if relay else None
+                                    mark = cpu_mark(relay)
                                     try:
                                         n, tps, errs = run_pgbench(
                                             workload, mode, c, setup, args.duration, work
@@ -699,11 +792,7 @@ def main() -> int:
                                         report.extra.setdefault("failed runs", []).append(str(exc)[:300])
                                         print(f"pg {workload} {mode} c={c} {setup}: FAILED", flush=True)
                                         continue
-                                    cpu = (
-                                        ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
-                                        if relay and cpu0 is not None and n
-                                        else None
-                                    )
+                                    cpu, parts = cpu_per_statement(relay, mark, n)
                                     report.samples.append(
                                         Sample(
                                             "postgres",
@@ -716,6 +805,7 @@ def main() -> int:
                                             args.duration,
                                             cpu,
                                             errs,
+                                            parts,
                                         )
                                     )
                                     print(f"pg {workload} {mode} c={c} {setup}: {tps:.0f} tps", flush=True)
@@ -727,20 +817,28 @@ def main() -> int:
                             order = order[rep % 4 :] + order[: rep % 4]
                             for setup in order:
                                 relay = procs.get(RELAY_PROCS.get(setup, {}).get("mariadb", setup))
-                                cpu0 = cpu_seconds(relay.pid) if relay else None
+                                mark = cpu_mark(relay)
                                 try:
                                     n, qps, errs = run_sysbench(test, c, setup, args.duration, 10000)
                                 except RuntimeError as exc:
                                     report.extra.setdefault("failed runs", []).append(str(exc)[:300])
                                     print(f"mysql {test} t={c} {setup}: FAILED", flush=True)
                                     continue
-                                cpu = (
-                                    ((cpu_seconds(relay.pid) - cpu0) * 1e6 / n)
-                                    if relay and cpu0 is not None and n
-                                    else None
-                                )
+                                cpu, parts = cpu_per_statement(relay, mark, n)
                                 report.samples.append(
-                                    Sample("mariadb", test, c, setup, rep, qps, n, args.duration, cpu, errs)
+                                    Sample(
+                                        "mariadb",
+                                        test,
+                                        c,
+                                        setup,
+                                        rep,
+                                        qps,
+                                        n,
+                                        args.duration,
+                                        cpu,
+                                        errs,
+                                        parts,
+                                    )
                                 )
                                 print(f"mysql {test} t={c} {setup}: {qps:.0f} qps", flush=True)
             if "stream" in suites:
@@ -753,7 +851,7 @@ def main() -> int:
                         rss.append(rss_kib(dbw.pid))
                         stream["mariadb"].setdefault(setup, []).append(stream_mysql(setup))
                         rss.append(rss_kib(dbw.pid))
-                summary = {}
+                summary: dict[str, Any] = {}
                 for client, by_setup in stream.items():
                     med = {k: statistics.median(v) for k, v in by_setup.items()}
                     summary[client] = {
