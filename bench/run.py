@@ -90,13 +90,12 @@ def cpu_seconds(pid: int) -> float:
 PARTS = ("proxy loop", "proxy threads", "workers", "shipper loop", "shipper threads")
 
 
-def cpu_parts(pid: int) -> dict[str, float]:
-    """CPU seconds of dbward's parts, thread by thread (/proc/PID/task/TID/stat): the proxy's
-    event loop (its main thread), its other threads (the journal's fsync thread, the store's
-    threads), worker processes (``proxy.workers`` above 1), and the audit shipper's event loop
-    and threads (its SQLite thread). A thread that has ended is no longer counted here, so the
-    parts may add up to a little less than :func:`cpu_seconds`."""
-    parts = dict.fromkeys(PARTS, 0.0)
+def cpu_parts(pid: int) -> dict[tuple[str, int], float]:
+    """CPU seconds of each thread of dbward (/proc/PID/task/TID/stat), by (part, thread id):
+    the proxy's event loop (its main thread), its other threads (the journal's fsync thread,
+    the store's threads), worker processes (``proxy.workers`` above 1), and the audit
+    shipper's event loop and threads (its SQLite thread)."""
+    threads: dict[tuple[str, int], float] = {}
     for p in [pid, *_children(pid)]:
         try:
             cmdline = Path(f"/proc/{p}/cmdline").read_bytes()
@@ -117,8 +116,8 @@ def cpu_parts(pid: int) -> dict[str, float]:
                 part = "workers"
             else:
                 part = "proxy loop" if main else "proxy threads"
-            parts[part] += seconds
-    return parts
+            threads[(part, int(task.name))] = seconds
+    return threads
 
 
 @dataclass
@@ -126,7 +125,7 @@ class CpuMark:
     """A relay's CPU counters at one moment (for dbward, also by part)."""
 
     total: float
-    parts: dict[str, float] | None
+    threads: dict[tuple[str, int], float] | None
 
 
 def cpu_mark(relay: Proc | None) -> CpuMark | None:
@@ -143,8 +142,13 @@ def cpu_per_statement(
     if after is None or before is None or not n:
         return None, None
     parts = None
-    if after.parts is not None and before.parts is not None:
-        parts = {k: round((after.parts[k] - before.parts[k]) * 1e6 / n, 1) for k in PARTS}
+    if after.threads is not None and before.threads is not None:
+        # per thread: one that started during the run counts from 0; one that ended during
+        # it is missing, so the parts may add up to a little less than the total
+        seconds = dict.fromkeys(PARTS, 0.0)
+        for (part, tid), cpu in after.threads.items():
+            seconds[part] += cpu - before.threads.get((part, tid), 0.0)
+        parts = {k: round(v * 1e6 / n, 1) for k, v in seconds.items()}
     return (after.total - before.total) * 1e6 / n, parts
 
 
