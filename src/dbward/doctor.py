@@ -257,6 +257,18 @@ def _file_check(name: str, path: Path, load: Callable[[Path], object], fix: str)
     return Check(name, "pass", f"{path} is readable")
 
 
+def _c_module_check(name: str, built: bool, passed: str, missing: str) -> Check:
+    """One of the optional C modules: built (pass), or not (warn: the Python code runs)."""
+    if built:
+        return Check(name, "pass", passed)
+    return Check(
+        name,
+        "warn",
+        missing,
+        "install gcc and the Python headers (Debian: gcc python3-dev), then reinstall dbward",
+    )
+
+
 def _local_checks(data_dir: Path | None, config: Path | None) -> tuple[list[Check], Settings | None, bool]:
     """Settings, files and directories; returns the results, the settings and whether a SQLite store file exists."""
     from dbward.audit.chain import load_signing_key
@@ -373,43 +385,27 @@ def _local_checks(data_dir: Path | None, config: Path | None) -> tuple[list[Chec
             )
         )
 
+    from dbward.audit.journal import c_syncer_built
     from dbward.wire.postgres import framing
 
-    if framing.ACCELERATED == "c":
-        results.append(
-            Check("relay accelerator", "pass", "the C row loops (dbward.wire._speedups) are built")
+    results.append(
+        _c_module_check(
+            "relay accelerator",
+            framing.ACCELERATED == "c",
+            "the C row loops (dbward.wire._speedups) are built",
+            "dbward.wire._speedups is not built, so large PostgreSQL results and masked "
+            "columns cost the proxy several times more CPU (the pure-Python row loops are used)",
         )
-    else:
-        results.append(
-            Check(
-                "relay accelerator",
-                "warn",
-                "dbward.wire._speedups is not built, so large PostgreSQL results and masked "
-                "columns cost the proxy several times more CPU (the pure-Python row loops are used)",
-                "install gcc and the Python headers (Debian: gcc python3-dev), then reinstall dbward",
-            )
+    )
+    results.append(
+        _c_module_check(
+            "journal syncer",
+            c_syncer_built(),
+            "the audit journal is fsynced by its own thread (dbward.audit._syncer is built)",
+            "dbward.audit._syncer is not built, so with audit.durability write the proxy "
+            "hands each fsync of the journal to a Python thread (about 15 % more CPU per statement)",
         )
-
-    from dbward.audit.journal import c_syncer_built
-
-    if c_syncer_built():
-        results.append(
-            Check(
-                "journal syncer",
-                "pass",
-                "the audit journal is fsynced by its own thread (dbward.audit._syncer is built)",
-            )
-        )
-    else:
-        results.append(
-            Check(
-                "journal syncer",
-                "warn",
-                "dbward.audit._syncer is not built, so with audit.durability write the proxy "
-                "hands each fsync of the journal to a Python thread (about 15 % more CPU per statement)",
-                "install gcc and the Python headers (Debian: gcc python3-dev), then reinstall dbward",
-            )
-        )
+    )
 
     has_store = bool(settings.store_url) or (d / "dbward.db").exists()
     return results, settings, has_store

@@ -74,13 +74,10 @@ static void *syncer_run(void *arg) {
             atomic_store(&s->parked, 0);
             continue;
         }
-        if (!s->stopping) {
-            struct timespec deadline;
-            deadline_after(&s->interval, &deadline);
-            while (!s->stopping) {
-                if (pthread_cond_timedwait(&s->cv, &s->mu, &deadline) == ETIMEDOUT)
-                    break;
-            }
+        /* the writes of the next interval share this fsync; closing cuts the wait short */
+        struct timespec deadline;
+        deadline_after(&s->interval, &deadline);
+        while (!s->stopping && pthread_cond_timedwait(&s->cv, &s->mu, &deadline) != ETIMEDOUT) {
         }
         w = atomic_load(&s->writes);
         pthread_mutex_unlock(&s->mu);

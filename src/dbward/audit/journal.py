@@ -472,17 +472,20 @@ class FileJournal:
             self._release_waiting()
         return receipt
 
-    def _sync_failure(self) -> AuditUnavailable | None:
-        """The error of the syncer's thread when it failed to fsync the journal: then it is
-        ``_failure`` from now on (fail closed, as after a failed background fsync below)."""
-        syncer = self._syncer
+    def _sync_failure(self, syncer: Syncer | None = None) -> AuditUnavailable | None:
+        """The error of the syncer's thread (``syncer``, else the journal's own) when it
+        failed to fsync the journal: then it is ``_failure`` from now on."""
+        syncer = syncer or self._syncer
         if syncer is None or not syncer.error:
             return None
         if self._failure is None:
-            exc = OSError(syncer.error, os.strerror(syncer.error))
-            self._failure = self._unavailable(exc)
-            log.error("audit journal %s cannot be synced to disk: %s", self.path, exc)
+            self._fsync_failed(OSError(syncer.error, os.strerror(syncer.error)))
         return self._failure
+
+    def _fsync_failed(self, exc: OSError) -> None:
+        # Fail closed from now on: nothing more is allowed until the journal is healthy.
+        self._failure = self._unavailable(exc)
+        log.error("audit journal %s cannot be synced to disk: %s", self.path, exc)
 
     async def _background_fsync(self) -> None:
         await asyncio.sleep(self.fsync_interval)
@@ -492,9 +495,7 @@ class FileJournal:
         try:
             await asyncio.to_thread(os.fsync, fd)
         except OSError as exc:
-            # Fail closed from now on: nothing more is allowed until the journal is healthy.
-            self._failure = self._unavailable(exc)
-            log.error("audit journal %s cannot be synced to disk: %s", self.path, exc)
+            self._fsync_failed(exc)
 
     def _unavailable(self, exc: OSError) -> AuditUnavailable:
         return AuditUnavailable(
@@ -657,10 +658,7 @@ class FileJournal:
         if self._syncer is not None:
             syncer, self._syncer = self._syncer, None
             await asyncio.to_thread(syncer.close)  # syncs what is unsynced, then ends
-            if syncer.error:
-                log.error(
-                    "audit journal %s cannot be synced to disk: %s", self.path, os.strerror(syncer.error)
-                )
+            self._sync_failure(syncer)  # reported once, if not already
         if self._fd is not None:
             if self.signer is not None and self._since_checkpoint > 0:
                 try:
