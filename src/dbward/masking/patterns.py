@@ -196,15 +196,20 @@ HANGUL = re.compile(r"^[\uac00-\ud7a3]+$")
 
 
 def mask_name(v: str) -> str:
-    """홍길동 -> 홍*동, 남궁민수 -> 남**수, 이준 -> 이*; Kim Minji -> K** M****."""
+    """홍길동 -> 홍*동, 남궁민수 -> 남**수, 이준 -> 이*; Kim Minji -> K** M****; a name of
+    initials only (J K) is masked whole, as is a one-syllable Korean name."""
     s = v.strip()
     if not s:
         return v
     if HANGUL.match(s):
-        if len(s) == 2:
-            return s[0] + "*"
+        if len(s) <= 2:
+            return s[0] + "*" if len(s) == 2 else "*"
         return s[0] + "*" * (len(s) - 2) + s[-1]
-    return " ".join(w[:1] + "*" * (len(w) - 1) for w in s.split())
+    words = s.split()
+    if all(len(w) == 1 for w in words):
+        # nothing but initials: keeping each word's first character would keep them all
+        return full(v) or ""
+    return " ".join(w[:1] + "*" * (len(w) - 1) for w in words)
 
 
 def mask_address(v: str) -> str:

@@ -35,6 +35,8 @@ from dbward.masking.patterns import BUILTIN, custom_pattern, luhn_ok
         ("name", "남궁민수", "남**수"),
         ("name", "이준", "이*"),
         ("name", "Kim Minji", "K** M****"),
+        ("name", "J K", "***"),  # initials only: keeping first characters would keep all
+        ("name", "홍", "*"),
         ("address", "서울특별시 강남구 테헤란로 123", "서울특별시 강남구 **** ***"),
         ("dob", "1990-01-02", "1990-**-**"),
         ("phone", "call me maybe", "*************"),  # unexpected shape: masked whole
