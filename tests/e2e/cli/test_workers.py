@@ -140,15 +140,17 @@ def _my(port: int) -> pymysql.connections.Connection:
 def _sessions_by_owner(open_one: Any, owner_of: Any, per_owner: int) -> dict[int, list[Any]]:
     """Open sessions until each of the two processes holds ``per_owner`` of them."""
     by: dict[int, list[Any]] = {0: [], 1: []}
-    extra: list[Any] = []
     deadline = time.monotonic() + WAIT
     while min(len(v) for v in by.values()) < per_owner and time.monotonic() < deadline:
         c = open_one()
         owner = owner_of(c) % 64
         assert owner in by, f"a session names process {owner}; the node has processes 0 and 1"
-        (by[owner] if len(by[owner]) < per_owner else extra).append(c)
-    for c in extra:
-        c.close()
+        if len(by[owner]) < per_owner:
+            by[owner].append(c)
+        else:
+            # closed at once: until a restarted worker listens, every session lands on the
+            # other process, and keeping them all open ran PostgreSQL out of connections
+            c.close()
     assert min(len(v) for v in by.values()) >= per_owner, "one of the two processes served no session"
     return by
 
