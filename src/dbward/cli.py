@@ -431,6 +431,7 @@ async def serve_node(
     port_fix: str = PORT_FIX,
 ) -> None:
     """Start a node, print where it listens, and run until SIGINT/SIGTERM, then drain."""
+    from dbward.heap import freeze_startup_heap
     from dbward.node import Node, load_engines
     from dbward.proxy.engine import ENGINES
 
@@ -446,6 +447,8 @@ async def serve_node(
     try:
         load_engines()
         targets = await node.directory.all_targets()
+        # before any client can connect: the collection of the startup heap stalls nobody
+        freeze_startup_heap("node")
         try:
             listeners = await node.start_proxies()
         except OSError as exc:
@@ -504,6 +507,7 @@ async def serve_node(
         console.print(f"audit journal: {settings.journal_path}")
         if banner_extra is not None:
             banner_extra()
+        freeze_startup_heap("node, ready")  # and what the listeners, the API and the shipper added
         console.print(f"[bold green]{ready_line}[/] (Ctrl-C to stop)")
         sys.stdout.flush()
         await stop.wait()

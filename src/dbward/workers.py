@@ -266,6 +266,7 @@ def new_node_key() -> str:
 # ---------------------------------------------------------------------- the worker's side
 async def serve_worker(spec: dict[str, Any]) -> None:
     from dbward.audit.ship import watch_stdin
+    from dbward.heap import freeze_startup_heap
     from dbward.node import Node, load_engines
 
     settings = Settings(**spec["settings"])
@@ -289,6 +290,7 @@ async def serve_worker(spec: dict[str, Any]) -> None:
                     continue
             node.proxy.adopt_listener(item["protocol"], item["host"], int(item["port"]), target, sock)
         node.start_cluster()
+        freeze_startup_heap(f"proxy worker {index}")
         await closed.wait()
     finally:
         watcher.cancel()

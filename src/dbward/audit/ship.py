@@ -30,6 +30,7 @@ from dbward.audit.forward import Cursor, Dispatcher, Forwarder, build_forwarder
 from dbward.audit.journal import chain_id_for, read_tail
 from dbward.audit.store import StoreForwarder
 from dbward.config import Settings
+from dbward.heap import freeze_startup_heap
 from dbward.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,7 @@ async def run(settings: Settings, stdin_closed: asyncio.Event) -> None:
             await stdin_closed.wait()
             return
         dispatcher.start()
+        freeze_startup_heap("audit shipper")
         await stdin_closed.wait()
         end = journal_end(path)
         try:
