@@ -425,6 +425,8 @@ class Sample:
     errors: int = 0
     #: dbward only: CPU us per statement of each of its parts (see cpu_parts)
     cpu_parts_us: dict[str, float] | None = None
+    #: pgbench only: the latency tail of the run's transactions, in ms (see latency_tail)
+    latency_ms: dict[str, float] | None = None
 
 
 @dataclass
@@ -450,12 +452,34 @@ def pg_target(setup: str) -> tuple[int, str, dict[str, str]]:
     return PORTS["dbward-pg"], user, {"PGPASSWORD": PASSWORD, **plain}
 
 
+def latency_tail(logs: list[Path]) -> dict[str, float] | None:
+    """p99, p99.9 and the maximum of every transaction's latency in pgbench's per-transaction
+    logs (``-l``: the third column, in us), in ms; the logs are removed. A stall of the relay
+    (a pause of its event loop) shows here, not in throughput or CPU."""
+    lat: list[int] = []
+    for f in logs:
+        with f.open() as fh:
+            lat.extend(int(line.split()[2]) for line in fh)
+        f.unlink()
+    if not lat:
+        return None
+    lat.sort()
+    n = len(lat)
+    return {
+        "p99": round(lat[min(n - 1, int(n * 0.99))] / 1000, 2),
+        "p99.9": round(lat[min(n - 1, int(n * 0.999))] / 1000, 2),
+        "max": round(lat[-1] / 1000, 2),
+    }
+
+
 def run_pgbench(
     workload: str, mode: str, clients: int, setup: str, duration: int, work: Path
-) -> tuple[int, float, int]:
+) -> tuple[int, float, int, dict[str, float] | None]:
     port, user, env = pg_target(setup)
+    prefix = work / f"pgbench-latency-{setup}"
     args = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(port), "-U", user, "-M", mode]
     args += ["-c", str(clients), "-j", str(min(clients, 2)), "-T", str(duration)]
+    args += ["-l", "--log-prefix", str(prefix)]
     if workload == "select-only":
         args.append("-S")
     else:
@@ -468,9 +492,10 @@ def run_pgbench(
     done = re.search(r"number of transactions actually processed: (\d+)", text)
     failed = re.search(r"number of failed transactions: (\d+)", text)
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", text)
+    tail = latency_tail(sorted(work.glob(f"{prefix.name}.*")))
     if out.returncode != 0 or not done or not tps:
         raise RuntimeError(f"pgbench through {setup} failed:\n{text[-2000:]}")
-    return int(done.group(1)), float(tps.group(1)), int(failed.group(1)) if failed else 0
+    return int(done.group(1)), float(tps.group(1)), int(failed.group(1)) if failed else 0, tail
 
 
 def sysbench_base(test: str, port: int, user: str, password: str, threads: int, rows: int) -> list[str]:
@@ -668,6 +693,27 @@ def parts_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def latency_table(report: Report) -> str:
+    """Medians over the runs of each pgbench cell's latency tail, by setup ('' when none)."""
+    cells: dict[tuple[str, int, str], list[dict[str, float]]] = {}
+    for smp in report.samples:
+        if smp.latency_ms is not None:
+            cells.setdefault((smp.workload, smp.clients, smp.setup), []).append(smp.latency_ms)
+    if not cells:
+        return ""
+    lines = [
+        "| workload | clients | setup | p99 ms | p99.9 ms | max ms (median of runs) | max ms (worst run) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for (workload, clients, setup), runs in cells.items():
+        lines.append(
+            f"| {workload} | {clients} | {setup} | {statistics.median(r['p99'] for r in runs):.2f} | "
+            f"{statistics.median(r['p99.9'] for r in runs):.2f} | {statistics.median(r['max'] for r in runs):.1f} | "
+            f"{max(r['max'] for r in runs):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
@@ -712,6 +758,15 @@ def markdown(report: Report) -> str:
             "during a run is missing: the parts may add up to a little less than the total above)",
             "",
             parts,
+            "",
+        ]
+    latency = latency_table(report)
+    if latency:
+        out += [
+            "**PostgreSQL latency tail** (pgbench's per-transaction log; a pause of a relay's "
+            "event loop shows here and hardly in throughput)",
+            "",
+            latency,
             "",
         ]
     for key, value in report.extra.items():
@@ -789,7 +844,7 @@ def main() -> int:
                                     relay = procs.get(RELAY_PROCS.get(setup, {}).get("postgres", setup))
                                     mark = cpu_mark(relay)
                                     try:
-                                        n, tps, errs = run_pgbench(
+                                        n, tps, errs, tail = run_pgbench(
                                             workload, mode, c, setup, args.duration, work
                                         )
                                     except RuntimeError as exc:
@@ -810,6 +865,7 @@ def main() -> int:
                                             cpu,
                                             errs,
                                             parts,
+                                            tail,
                                         )
                                     )
                                     print(f"pg {workload} {mode} c={c} {setup}: {tps:.0f} tps", flush=True)
