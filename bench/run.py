@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -675,12 +675,23 @@ def median_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def runs_by_cell(
+    report: Report,
+    measure: Callable[[Sample], dict[str, float] | None],
+    cell: Callable[[Sample], tuple[Any, ...]],
+) -> dict[tuple[Any, ...], list[dict[str, float]]]:
+    """One per-run measure of the samples (those without it left out), grouped by cell."""
+    cells: dict[tuple[Any, ...], list[dict[str, float]]] = {}
+    for smp in report.samples:
+        value = measure(smp)
+        if value is not None:
+            cells.setdefault(cell(smp), []).append(value)
+    return cells
+
+
 def parts_table(report: Report) -> str:
     """Medians of dbward's CPU per statement by part, per cell ('' when none was measured)."""
-    cells: dict[tuple[str, str, int], list[dict[str, float]]] = {}
-    for smp in report.samples:
-        if smp.cpu_parts_us is not None:
-            cells.setdefault((smp.suite, smp.workload, smp.clients), []).append(smp.cpu_parts_us)
+    cells = runs_by_cell(report, lambda s: s.cpu_parts_us, lambda s: (s.suite, s.workload, s.clients))
     if not cells:
         return ""
     lines = [
@@ -695,10 +706,7 @@ def parts_table(report: Report) -> str:
 
 def latency_table(report: Report) -> str:
     """Medians over the runs of each pgbench cell's latency tail, by setup ('' when none)."""
-    cells: dict[tuple[str, int, str], list[dict[str, float]]] = {}
-    for smp in report.samples:
-        if smp.latency_ms is not None:
-            cells.setdefault((smp.workload, smp.clients, smp.setup), []).append(smp.latency_ms)
+    cells = runs_by_cell(report, lambda s: s.latency_ms, lambda s: (s.workload, s.clients, s.setup))
     if not cells:
         return ""
     lines = [

@@ -145,9 +145,10 @@ def test_up_keeps_its_startup_heap_out_of_full_collections(
     lines = [out]
     try:
         assert "dbward is up" in out, out
-        assert proc.stdout is not None
+        stdout = proc.stdout
+        assert stdout is not None
         # the shipper and the worker may say it after the banner: read on in a thread
-        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()  # type: ignore[union-attr]
+        threading.Thread(target=lambda: lines.extend(iter(stdout.readline, "")), daemon=True).start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             frozen = {m.group(1): int(m.group(2)) for m in pattern.finditer("".join(lines))}
